@@ -43,6 +43,7 @@ def _in_ci() -> bool:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)  # lets fixtures see whether the test failed
     if (
         report.skipped
         and _in_ci()
