@@ -1,0 +1,68 @@
+"""Quickstart hub: http://127.0.0.1:8000, notebooks as local processes, nothing in the cloud.
+
+Started by ``scripts/run.sh`` from its state folder (SQLite DB, cookie secret and the login
+password live there). Log in with any Unix-safe username and the password in
+``<state>/password``; the first spawn creates a Unix account of that name. The template
+catalogue is the one embedded in multiplespawner: a local-process template always, container
+templates when a Docker engine and the notebook image are present.
+
+Environment overrides (for tests and for running a second hub beside the first):
+``QUICKSTART_URL`` (public URL, default http://127.0.0.1:8000), ``QUICKSTART_HUB_PORT``
+(default 8081), ``QUICKSTART_PROXY_API_PORT`` (default 8001).
+"""
+
+import asyncio
+import os
+import pwd
+import secrets
+from pathlib import Path
+
+c = get_config()  # noqa: F821
+
+state = Path.cwd()
+c.JupyterHub.bind_url = os.environ.get("QUICKSTART_URL", "http://127.0.0.1:8000")
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = int(os.environ.get("QUICKSTART_HUB_PORT", "8081"))
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://127.0.0.1:{os.environ.get('QUICKSTART_PROXY_API_PORT', '8001')}"
+)
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+# --- who can log in: any Unix-safe name with the quickstart password ---------------------
+password_file = state / "password"
+if not password_file.exists():
+    password_file.touch(mode=0o600)
+    password_file.write_text(secrets.token_urlsafe(12))
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = password_file.read_text().strip()
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+c.Authenticator.username_pattern = r"^[a-z][a-z0-9_-]{0,30}$"
+print(f"quickstart: log in at {c.JupyterHub.bind_url} with any lower-case name and the password in {password_file}")
+
+# --- where notebooks run: the template catalogue embedded in multiplespawner ---------------
+c.JupyterHub.spawner_class = "multiple"
+
+
+async def ensure_unix_user(spawner):
+    """Create the Unix account a local-process notebook runs as, on first spawn."""
+    name = spawner.user.name
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    proc = await asyncio.create_subprocess_exec(
+        "useradd", "--create-home", "--shell", "/bin/bash", name,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode not in (0, 9):  # 9: created meanwhile by a concurrent spawn
+        raise RuntimeError(f"could not create Unix user {name}: {err.decode().strip()}")
+    spawner.log.info("quickstart: created Unix user %s", name)
+
+
+c.Spawner.pre_spawn_hook = ensure_unix_user
+c.Spawner.default_url = "/lab"
