@@ -1,0 +1,141 @@
+"""Parsers that turn one header value into the value the authenticator keeps.
+
+The configuration surface is the published HeaderAuthenticator's: ``Parser`` passes the
+value through, ``RegexUsernameParser`` extracts a username with a one-group regex and
+``JSONParser`` decodes JSON. Unlike the published parsers, a value that cannot be parsed
+raises :class:`HeaderParseError` carrying the HTTP status to answer with, so a bad header
+becomes a clear 4xx instead of a silent ``None`` or a 500.
+
+Parsers never log header values above DEBUG.
+"""
+
+import json
+import re
+
+from traitlets import CRegExp, Dict
+from traitlets.config import LoggingConfigurable
+
+
+class HeaderParseError(ValueError):
+    """A header value that a parser refuses. ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Parser(LoggingConfigurable):
+    """Return the header value unchanged (a ``str``).
+
+    Subclasses override :meth:`parse`. Contract: take the raw header value (``str``, never
+    empty: missing headers are handled before parsing) and return the value to keep, or raise
+    :class:`HeaderParseError`. Returning ``None`` (the published parsers' failure signal) is
+    treated as "no usable value".
+    """
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if this parser's configuration cannot work (checked at start-up)."""
+
+    def parse(self, data: str):
+        return data
+
+
+class RegexUsernameParser(Parser):
+    """Extract the username from the header with a regular expression of exactly one group.
+
+    e.g. ``username_extract_regex = r"([a-zA-Z0-9_.+-]+@[a-zA-Z0-9-]+\\.[a-zA-Z0-9-.]+)"``
+    finds an e-mail address inside an OpenID URL or an X.509 subject, and
+    ``replace_extract_chars = {"@": "_", ".": "_"}`` turns it into a Unix-friendly name.
+    """
+
+    username_extract_regex = CRegExp(
+        None,
+        allow_none=True,
+        help="""Regular expression with exactly one capturing group; the group's match (first
+        match found with ``re.search``) becomes the username. A header that does not match is
+        refused with 403. Required when this parser is used.""",
+    ).tag(config=True)
+
+    replace_extract_chars = Dict(
+        default_value={},
+        allow_none=True,
+        help="""Replacements applied, in order, to the extracted username: each key (a
+        substring) is replaced by its value, e.g. ``{"@": "_", ".": "_"}``.""",
+    ).tag(config=True)
+
+    @property
+    def _pattern(self):
+        # published configs assign the class attribute directly
+        # (``RegexUsernameParser.username_extract_regex = "..."``), replacing the trait by a str
+        pattern = self.username_extract_regex
+        return re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def validate(self) -> None:
+        pattern = self._pattern
+        if pattern is None:
+            raise ValueError("RegexUsernameParser.username_extract_regex must be set")
+        if pattern.groups != 1:
+            raise ValueError(
+                "RegexUsernameParser.username_extract_regex must have exactly one group, "
+                f"{pattern.pattern!r} has {pattern.groups}"
+            )
+
+    def parse(self, data: str) -> str:
+        pattern = self._pattern
+        if not isinstance(data, str):
+            raise HeaderParseError(400, "the username header is not text")
+        match = pattern.search(data)
+        if not match or not match.group(1):
+            self.log.debug("RegexUsernameParser: %r does not match %r", data, pattern.pattern)
+            raise HeaderParseError(
+                403, "The identity sent by the front proxy does not contain a valid username."
+            )
+        username = match.group(1)
+        for old, new in (self.replace_extract_chars or {}).items():
+            username = username.replace(old, new)
+        return username
+
+
+class JSONParser(Parser):
+    """Decode the header value as JSON; any JSON value (object, list, string, number) is kept."""
+
+    def parse(self, data):
+        if not isinstance(data, (str, bytes, bytearray)):
+            raise HeaderParseError(400, "the header value is not text")
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as e:
+            # position only: the value itself may be a secret
+            raise HeaderParseError(400, f"the header value is not valid JSON ({_where(e)})") from None
+
+
+def _where(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at character {error.pos}"
+    return type(error).__name__
+
+
+def split_groups(value) -> list[str]:
+    """Group names from a groups header: a JSON list, or names separated by commas/semicolons."""
+    if isinstance(value, list):
+        items = value
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise HeaderParseError(400, "the groups header is not a valid JSON list") from None
+            if not isinstance(items, list):
+                raise HeaderParseError(400, "the groups header is not a JSON list")
+        else:
+            items = re.split(r"[,;]", text)
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise HeaderParseError(400, "the groups header must list group names (strings)")
+        item = item.strip()
+        if item and item not in names:
+            names.append(item)
+    return names
