@@ -104,3 +104,40 @@ class Provider(ABC):
 
     @abstractmethod
     async def list(self, hub_id: str) -> list[Machine]: ...
+
+
+async def wait_for_ssh(host: str, port: int, host_public_key: str, timeout: float) -> None:
+    """Return once sshd on host:port completes a key exchange with the pinned host key.
+
+    No client credentials are offered: reaching the authentication stage proves the machine is
+    up and presents ``host_public_key``. A different host key is refused at once (it is not a
+    machine we created); other failures are retried until ``timeout``.
+    """
+    import asyncssh
+
+    pinned = asyncssh.import_known_hosts(f"[{host}]:{port} {host_public_key.strip()}\n")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_error: Exception | None = None
+    while loop.time() < deadline:
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    host, port, known_hosts=pinned, username="probe",
+                    client_keys=None, agent_path=None, password=None,
+                    preferred_auth="publickey",
+                ),
+                timeout=min(10, max(1, deadline - loop.time())),
+            )
+            conn.close()  # only possible if the machine lets anyone in: still reachable
+            return
+        except asyncssh.PermissionDenied:
+            return
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise ProviderError(
+                f"{host}:{port} presents a host key other than the one pinned at creation: {e}"
+            ) from e
+        except (OSError, asyncio.TimeoutError, asyncssh.Error) as e:
+            last_error = e
+            await asyncio.sleep(1)
+    raise ProviderError(f"{host}:{port} did not answer over SSH within {timeout:.0f}s ({last_error})")
