@@ -1,0 +1,323 @@
+"""One owned SSH connection to a machine, carrying port forwards that outlive connection drops.
+
+:class:`SSHTunnel` is the only place that talks SSH. It is async all the way (asyncssh: no thread
+per connection, nothing blocking on the event loop; files are read in a worker thread), verifies
+the host key on every (re)connect, keeps the connection alive with keepalives, and when the
+connection drops reconnects with exponential backoff and re-creates every forward on the same
+ports. It knows nothing of JupyterHub.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import asyncssh
+
+
+class HostKeyError(Exception):
+    """The machine's host key is not the one we trust; we refuse to talk to it."""
+
+
+class TunnelClosed(Exception):
+    """The tunnel was closed, or gave up reconnecting (e.g. the host key changed)."""
+
+
+@dataclass
+class SSHTarget:
+    """Where and as whom to log in, and which host key to trust.
+
+    Host-key trust, in order: ``host_key`` (a pinned OpenSSH public key line) if set; else the
+    ``known_hosts`` file; if neither knows the machine, the connection is refused unless
+    ``trust_on_first_use`` is true, in which case the key offered is accepted and reported in
+    :attr:`SSHTunnel.host_key` for the caller to pin.
+    """
+
+    host: str
+    port: int
+    username: str
+    key_path: str
+    certificate_path: str = ""
+    known_hosts: str = ""
+    host_key: str = ""
+    trust_on_first_use: bool = False
+
+    def __str__(self):
+        return f"{self.username}@{self.host}:{self.port}"
+
+
+@dataclass
+class _Forward:
+    kind: str  # "local" (listen here, connect there) or "remote" (listen there, connect here)
+    listen_port: int
+    dest_host: str
+    dest_port: int
+    listener: object = field(default=None, repr=False)
+
+
+class _HostKeyRecorder(asyncssh.SSHClient):
+    """Remembers a host key asyncssh could not match, and accepts it only for TOFU."""
+
+    def __init__(self, accept_unknown: bool):
+        self.accept_unknown = accept_unknown
+        self.offered = None
+
+    def validate_host_public_key(self, host, addr, port, key):
+        self.offered = key
+        return self.accept_unknown
+
+
+def _set_nodelay(conn) -> None:
+    sock = conn.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SSHTunnel:
+    """A supervised SSH connection with local/remote forwards bound to 127.0.0.1.
+
+    Contract:
+
+    * :meth:`connect` opens the connection or raises :class:`HostKeyError` (untrusted key),
+      ``OSError``/``asyncssh.Error`` (unreachable, authentication failed). After a successful
+      connect, :attr:`host_key` is the verified key as an OpenSSH public key line.
+    * :meth:`forward_local` / :meth:`forward_remote` add a forward and return its listening
+      port (``0`` picks a free one). Forwards are re-created on the same ports after every
+      reconnect; if a port was taken meanwhile, a new one is chosen and logged.
+    * :meth:`run` runs a command over the current connection, waiting (bounded) for a
+      reconnect if the connection is down.
+    * When the connection drops the tunnel reconnects by itself: first retry after
+      ``reconnect_initial_delay``, doubling up to ``reconnect_max_delay``, forever until
+      :meth:`close`, except that a changed host key stops it for good (:attr:`failure`).
+    * :meth:`close` is idempotent and leaves no listener, connection or task behind.
+    """
+
+    def __init__(
+        self,
+        target: SSHTarget,
+        *,
+        keepalive_interval: float = 15,
+        keepalive_count_max: int = 3,
+        connect_timeout: float = 15,
+        reconnect_initial_delay: float = 0.25,
+        reconnect_max_delay: float = 5,
+        encryption_algs=("aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+                         "chacha20-poly1305@openssh.com", "aes128-ctr"),
+        log: logging.Logger | None = None,
+    ):
+        self.target = target
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.connect_timeout = connect_timeout
+        self.reconnect_initial_delay = reconnect_initial_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.encryption_algs = list(encryption_algs)
+        self.log = log or logging.getLogger(__name__)
+        self.host_key = target.host_key or ""
+        self.failure: Exception | None = None
+        self.reconnects = 0
+        self._conn = None
+        self._forwards: list[_Forward] = []
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._supervisor = None
+        self._client_keys = None
+        self._known_hosts = None
+
+    # -- connection ------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self._conn is not None
+
+    async def _load_files(self):
+        """Read the client key/certificate and known_hosts in a worker thread (once)."""
+        t = self.target
+        if self._client_keys is None:
+            key = await asyncio.to_thread(asyncssh.read_private_key, t.key_path)
+            if t.certificate_path:
+                cert = await asyncio.to_thread(asyncssh.read_certificate, t.certificate_path)
+                self._client_keys = [(key, cert)]
+            else:
+                self._client_keys = [key]
+        if self._known_hosts is None:
+            if self.host_key:
+                self._known_hosts = ([asyncssh.import_public_key(self.host_key)], [], [])
+            elif t.known_hosts and await asyncio.to_thread(os.path.exists, t.known_hosts):
+                self._known_hosts = await asyncio.to_thread(asyncssh.read_known_hosts, t.known_hosts)
+            else:
+                self._known_hosts = ([], [], [])
+
+    async def _open_connection(self):
+        await self._load_files()
+        t = self.target
+        recorder = _HostKeyRecorder(accept_unknown=t.trust_on_first_use and not self.host_key)
+        try:
+            conn = await asyncssh.connect(
+                t.host,
+                t.port,
+                username=t.username,
+                client_keys=self._client_keys,
+                known_hosts=self._known_hosts,
+                client_factory=lambda: recorder,
+                keepalive_interval=self.keepalive_interval,
+                keepalive_count_max=self.keepalive_count_max,
+                connect_timeout=self.connect_timeout,
+                login_timeout=self.connect_timeout,
+                encryption_algs=self.encryption_algs,
+                agent_path=None,
+                config=None,
+                preferred_auth="publickey",
+            )
+        except asyncssh.HostKeyNotVerifiable as e:
+            offered = recorder.offered
+            what = (
+                f"offers {offered.get_algorithm()} key {offered.get_fingerprint()}"
+                if offered is not None else "offers an unexpected host key"
+            )
+            if self.host_key:
+                trusted = f"the pinned key {asyncssh.import_public_key(self.host_key).get_fingerprint()}"
+            elif t.known_hosts:
+                trusted = f"the known_hosts file {t.known_hosts}"
+            else:
+                trusted = "any configured host key (none is configured)"
+            raise HostKeyError(
+                f"Refusing to connect to {t}: the machine {what}, which does not match {trusted}."
+                " If the machine was legitimately re-installed, update the trusted key;"
+                " otherwise this may be an impersonation attempt."
+            ) from e
+        _set_nodelay(conn)
+        if not self.host_key:
+            key = conn.get_server_host_key()
+            self.host_key = " ".join(key.export_public_key("openssh").decode().split()[:2])
+            if recorder.offered is not None:
+                self.log.warning("Trusting %s on first use: host key %s", t, key.get_fingerprint())
+            # from now on, reconnects accept this key only
+            self._known_hosts = ([key], [], [])
+        return conn
+
+    async def connect(self) -> None:
+        """Open the connection (see class doc) and start supervising it."""
+        if self._closing:
+            raise TunnelClosed(f"tunnel to {self.target} is closed")
+        self._conn = await self._open_connection()
+        self._connected.set()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _supervise(self):
+        while not self._closing:
+            conn = self._conn
+            await conn.wait_closed()
+            if self._closing:
+                return
+            self._connected.clear()
+            self.log.warning("SSH connection to %s lost; reconnecting", self.target)
+            delay = self.reconnect_initial_delay
+            while not self._closing:
+                conn = None
+                try:
+                    conn = await self._open_connection()
+                    self._conn = conn
+                    await self._restore_forwards()
+                except HostKeyError as e:
+                    self.failure = e
+                    self.log.error("%s; not reconnecting", e)
+                    return
+                except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+                    self.log.info("Reconnecting to %s failed (%s); retry in %.2fs", self.target, e, delay)
+                    if conn is not None:
+                        conn.close()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.reconnect_max_delay)
+                    continue
+                self.reconnects += 1
+                self._connected.set()
+                self.log.info("SSH connection to %s re-established", self.target)
+                break
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the connection to be up; return whether it is."""
+        if self.failure or self._closing:
+            return False
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _current(self, timeout: float):
+        if not await self.wait_connected(timeout):
+            raise TunnelClosed(
+                str(self.failure) if self.failure else f"SSH connection to {self.target} is down"
+            )
+        return self._conn
+
+    # -- forwards --------------------------------------------------------------------------
+    async def _listen(self, conn, fwd: _Forward, port: int):
+        if fwd.kind == "local":
+            return await conn.forward_local_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port)
+        return await conn.forward_remote_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port)
+
+    async def _bind(self, conn, fwd: _Forward):
+        try:
+            fwd.listener = await self._listen(conn, fwd, fwd.listen_port)
+        except (OSError, asyncssh.Error) as e:
+            if not fwd.listen_port:
+                raise
+            self.log.error(
+                "%s forward port %s on %s is taken (%s); using a new port",
+                fwd.kind, fwd.listen_port, self.target, e,
+            )
+            fwd.listener = await self._listen(conn, fwd, 0)
+        fwd.listen_port = fwd.listener.get_port()
+
+    async def _restore_forwards(self):
+        for fwd in self._forwards:
+            await self._bind(self._conn, fwd)
+
+    async def forward_local(self, listen_port: int, dest_port: int, dest_host="127.0.0.1") -> int:
+        """Listen on the hub's 127.0.0.1:``listen_port``, connect to the machine's dest."""
+        return await self._add(_Forward("local", listen_port, dest_host, dest_port))
+
+    async def forward_remote(self, listen_port: int, dest_host: str, dest_port: int) -> int:
+        """Listen on the machine's 127.0.0.1:``listen_port``, connect to dest from the hub."""
+        return await self._add(_Forward("remote", listen_port, dest_host, dest_port))
+
+    async def _add(self, fwd: _Forward) -> int:
+        conn = await self._current(self.connect_timeout)
+        await self._bind(conn, fwd)
+        self._forwards.append(fwd)
+        return fwd.listen_port
+
+    def port_of(self, kind: str) -> int | None:
+        """Listening port of the first forward of ``kind`` ("local"/"remote")."""
+        return next((f.listen_port for f in self._forwards if f.kind == kind), None)
+
+    # -- commands --------------------------------------------------------------------------
+    async def run(self, command: str, input: str = "", timeout: float = 30):
+        """Run ``command`` on the machine with ``input`` on stdin; return asyncssh's result."""
+        conn = await self._current(timeout)
+        return await asyncio.wait_for(conn.run(command, input=input, check=False), timeout)
+
+    # -- teardown --------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close the forwards and the connection and stop reconnecting (idempotent)."""
+        self._closing = True
+        self._connected.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._supervisor = None
+        for fwd in self._forwards:
+            if fwd.listener is not None:
+                fwd.listener.close()
+        if self._conn is not None:
+            self._conn.close()
+            try:
+                await asyncio.wait_for(self._conn.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+            self._conn = None
