@@ -1,0 +1,476 @@
+"""The template catalogue: what users may spawn, read from JSON/YAML files and reloaded live.
+
+A catalogue is built from one or more files (or directories of ``*.json``, ``*.yaml``,
+``*.yml`` files, read in name order). Each file is one of
+
+* a combined document ``{"deployments": {...}, "templates": [...]}``,
+* a bare deployments mapping ``{resource_type: [{name, provider, image, ...}]}``,
+* a bare list of templates ``[{name, resource_type, providers, spawner, ...}]``
+
+(the last two are the thesis format). Every file is validated against
+``schema/catalogue.schema.json``; then the merged catalogue is checked as a whole (unique
+template names, a deployment for every provider a template names, defaults inside their bounds,
+known placeholders). Every problem is reported as ``file: at path: problem``.
+
+:class:`CatalogueSource` hands out the current catalogue and reloads it when a file changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
+CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
+
+#: Placeholders resolved in spawner kwargs and environment at spawn time.
+PLACEHOLDERS = (
+    "JUPYTERHUB_USER",
+    "JUPYTERHUB_SERVER_NAME",
+    "DEPLOYMENT_NAME",
+    "DEPLOYMENT_PROVIDER",
+    "DEPLOYMENT_IMAGE",
+    "TEMPLATE_NAME",
+)
+_PLACEHOLDER_RE = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")
+
+
+def resolve_placeholders(value: Any, values: dict[str, str]) -> Any:
+    """A copy of ``value`` with ``{NAME}`` placeholders in every string replaced from ``values``.
+
+    Only upper-case names are placeholders; ``{username}``-style fields that child spawners
+    format themselves are left alone.
+    """
+    if isinstance(value, str):
+        return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: resolve_placeholders(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_placeholders(v, values) for v in value]
+    return value
+
+
+def _load_schema() -> dict:
+    text = resources.files(__package__).joinpath("schema/catalogue.schema.json").read_text()
+    return json.loads(text)
+
+
+SCHEMA = _load_schema()
+_VALIDATOR_CLS = jsonschema.validators.validator_for(SCHEMA)
+_VALIDATOR_CLS.check_schema(SCHEMA)
+
+
+def _validator_for(definition: str | None):
+    """A validator for the whole file schema, or for one of its ``$defs``."""
+    schema = SCHEMA if definition is None else {
+        "$schema": SCHEMA["$schema"],
+        "$defs": SCHEMA["$defs"],
+        "$ref": f"#/$defs/{definition}",
+    }
+    return _VALIDATOR_CLS(schema)
+
+
+_VALIDATORS = {kind: _validator_for(kind) for kind in (None, "deployments", "templates")}
+
+
+# ---- errors ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a catalogue: which file, where inside it, and what."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: at {self.path or '/'}: {self.message}"
+
+
+class CatalogueError(ValueError):
+    """The catalogue cannot be used; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _json_path(parts: Iterable) -> str:
+    return "/" + "/".join(str(p) for p in parts)
+
+
+# ---- the model ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """A resource choice: ``default`` within ``[min, max]`` (min/max default to the default)."""
+
+    default: float
+    min: float
+    max: float
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Bound":
+        return cls(spec["default"], spec.get("min", spec["default"]), spec.get("max", spec["default"]))
+
+
+@dataclass(frozen=True)
+class Template:
+    """One resource template, as validated. ``spec`` is the raw (JSON) document."""
+
+    spec: dict
+    source: str
+    version: str = ""
+
+    name = property(lambda self: self.spec["name"])
+    resource_type = property(lambda self: self.spec["resource_type"])
+    providers = property(lambda self: list(self.spec["providers"]))
+    enabled = property(lambda self: self.spec.get("enabled", True))
+    requires = property(lambda self: list(self.spec.get("requires", [])))
+    environment = property(lambda self: dict(self.spec.get("environment", {})))
+    spawner_class = property(lambda self: self.spec["spawner"]["class"])
+    spawner_kwargs = property(lambda self: dict(self.spec["spawner"].get("kwargs", {})))
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.get("display_name") or self.name
+
+    @property
+    def description(self) -> str:
+        return self.spec.get("description", "")
+
+    @cached_property
+    def resources(self) -> dict[str, Bound]:
+        """``{"cpu"|"memory_mb"|"gpus": Bound}`` for the resources this template offers."""
+        return {k: Bound.from_spec(v) for k, v in self.spec.get("resources", {}).items()}
+
+    @cached_property
+    def lifetime(self) -> Bound | None:
+        """Session length in minutes (min is 0: any shorter session is fine), or None."""
+        spec = self.spec.get("lifetime_minutes")
+        if not spec:
+            return None
+        return Bound(spec["default"], 0, spec.get("max", spec["default"]))
+
+    def allows(self, user_name: str, groups: Iterable[str], admin: bool) -> bool:
+        """May this user spawn this template (ignoring ``enabled`` and prerequisites)?
+
+        Admins may use every template. ``admin_only`` templates are for admins alone. Otherwise
+        a template that lists users and/or groups is for those users and members of those
+        groups; a template that lists neither is for everyone.
+        """
+        if admin:
+            return True
+        access = self.spec.get("access", {})
+        if access.get("admin_only"):
+            return False
+        users, wanted_groups = access.get("users", []), access.get("groups", [])
+        if not users and not wanted_groups:
+            return True
+        return user_name in users or bool(set(wanted_groups) & set(groups))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """A validated, merged catalogue. ``version`` is a content hash identifying this load."""
+
+    deployments: dict[str, list[dict]]
+    templates: dict[str, Template]
+    version: str
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def deployment(self, template: Template, provider: str) -> dict | None:
+        """The first deployment of ``template``'s resource type run by ``provider``."""
+        for entry in self.deployments.get(template.resource_type, []):
+            if entry["provider"] == provider:
+                return entry
+        return None
+
+    def usable_by(self, user_name: str, groups: Iterable[str], admin: bool) -> list[Template]:
+        """Enabled templates this user may use, in catalogue order (prerequisites not checked)."""
+        groups = list(groups)
+        return [t for t in self.templates.values() if t.enabled and t.allows(user_name, groups, admin)]
+
+
+# ---- reading --------------------------------------------------------------------------------
+def _parse(text: str, filename: str) -> Any:
+    try:
+        if filename.endswith(".json"):
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise CatalogueError([Problem(filename, "", f"not valid {Path(filename).suffix[1:].upper()}: {e}")])
+
+
+def _kind(document: Any) -> str | None:
+    """Which schema a file's top level follows: None (combined), 'deployments' or 'templates'."""
+    if isinstance(document, list):
+        return "templates"
+    if isinstance(document, dict) and document and not ({"deployments", "templates"} & set(document)):
+        return "deployments"
+    return None
+
+
+@dataclass(frozen=True)
+class Document:
+    """One validated catalogue file, with where its parts sit inside the file (for messages)."""
+
+    filename: str
+    deployments: dict
+    templates: list
+    deployments_at: tuple = ()
+    templates_at: tuple = ()
+
+
+def validate_document(document: Any, filename: str) -> Document:
+    """Validate one file's parsed content against the schema.
+
+    Raises :class:`CatalogueError` naming the file, the JSON path inside it and the problem.
+    """
+    if document is None:
+        document = {}
+    kind = _kind(document)
+    errors = sorted(_VALIDATORS[kind].iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise CatalogueError(
+            [Problem(filename, _json_path(e.absolute_path), _message(e)) for e in errors]
+        )
+    if kind == "templates":
+        return Document(filename, {}, document)
+    if kind == "deployments":
+        return Document(filename, document, [])
+    return Document(filename, document.get("deployments", {}), document.get("templates", []),
+                    ("deployments",), ("templates",))
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    # the best match inside oneOf/anyOf/$ref chains says more than the umbrella error
+    best = jsonschema.exceptions.best_match([error])
+    return best.message
+
+
+def _placeholder_problems(value: Any, filename: str, path: list) -> list[Problem]:
+    problems = []
+    if isinstance(value, str):
+        for name in _PLACEHOLDER_RE.findall(value):
+            if name not in PLACEHOLDERS:
+                problems.append(
+                    Problem(filename, _json_path(path), f"unknown placeholder {{{name}}}; known: "
+                            + ", ".join(PLACEHOLDERS))
+                )
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            problems += _placeholder_problems(v, filename, path + [k])
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            problems += _placeholder_problems(v, filename, path + [i])
+    return problems
+
+
+def _bound_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+    problems = []
+    lo, default, hi = spec.get("min"), spec["default"], spec.get("max")
+    if lo is not None and default < lo:
+        problems.append(Problem(filename, _json_path(path + ["default"]), f"default {default} is below min {lo}"))
+    if hi is not None and default > hi:
+        problems.append(Problem(filename, _json_path(path + ["default"]), f"default {default} is above max {hi}"))
+    return problems
+
+
+def build_catalogue(documents: list[Document]) -> Catalogue:
+    """Merge validated documents (in order) into a Catalogue.
+
+    Checks what one file alone cannot: template names are unique across files, each provider
+    a template names has a deployment of its resource type, defaults lie within their bounds,
+    placeholders are known. Raises :class:`CatalogueError` listing every problem.
+    """
+    problems: list[Problem] = []
+    deployments: dict[str, list[dict]] = {}
+    seen_deployments: dict[tuple, str] = {}
+    for doc in documents:
+        filename = doc.filename
+        for rtype, entries in doc.deployments.items():
+            for i, entry in enumerate(entries):
+                path = [*doc.deployments_at, rtype, i]
+                key = (rtype, entry["name"])
+                if key in seen_deployments:
+                    problems.append(Problem(filename, _json_path(path + ["name"]),
+                                            f"deployment {entry['name']!r} is already defined in {seen_deployments[key]}"))
+                    continue
+                seen_deployments[key] = filename
+                problems += _placeholder_problems(entry, filename, path)
+                deployments.setdefault(rtype, []).append(entry)
+
+    templates: dict[str, Template] = {}
+    sources: dict[str, str] = {}
+    for doc in documents:
+        filename = doc.filename
+        for i, spec in enumerate(doc.templates):
+            path = [*doc.templates_at, i]
+            name = spec["name"]
+            if name in templates:
+                problems.append(Problem(filename, _json_path(path + ["name"]),
+                                        f"template {name!r} is already defined in {sources[name]}"))
+                continue
+            for j, provider in enumerate(spec["providers"]):
+                if not any(d["provider"] == provider for d in deployments.get(spec["resource_type"], [])):
+                    problems.append(Problem(
+                        filename, _json_path(path + ["providers", j]),
+                        f"no {spec['resource_type']} deployment has provider {provider!r}",
+                    ))
+            for key, bound in spec.get("resources", {}).items():
+                problems += _bound_problems(bound, filename, path + ["resources", key])
+            if "lifetime_minutes" in spec:
+                problems += _bound_problems(spec["lifetime_minutes"], filename, path + ["lifetime_minutes"])
+            problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
+            problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
+            templates[name] = Template(spec, filename)
+            sources[name] = filename
+    if problems:
+        raise CatalogueError(problems)
+
+    canonical = json.dumps(
+        {"deployments": deployments, "templates": [t.spec for t in templates.values()]},
+        sort_keys=True,
+    )
+    version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    templates = {name: Template(t.spec, t.source, version) for name, t in templates.items()}
+    return Catalogue(deployments, templates, version, tuple(d.filename for d in documents))
+
+
+def catalogue_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories (their catalogue files, in name order) into a file list."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix in CATALOGUE_SUFFIXES and f.is_file())
+        else:
+            files.append(p)
+    return files
+
+
+def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
+    """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads).
+
+    Raises :class:`CatalogueError` for a missing or unreadable file too.
+    """
+    documents = []
+    problems: list[Problem] = []
+    for f in catalogue_files(paths):
+        name = str(f)
+        try:
+            text = f.read_text()
+        except OSError as e:
+            problems.append(Problem(name, "", f"cannot read: {e.strerror or e}"))
+            continue
+        try:
+            documents.append(validate_document(_parse(text, name), name))
+        except CatalogueError as e:
+            problems += e.problems
+    if problems:
+        raise CatalogueError(problems)
+    return build_catalogue(documents)
+
+
+def default_catalogue_path() -> Path:
+    """The catalogue shipped in the package (a ``local`` and a ``container`` template)."""
+    return Path(str(resources.files(__package__).joinpath("default_catalogue.yaml")))
+
+
+# ---- live reloading -------------------------------------------------------------------------
+def _fingerprint(paths: tuple[str, ...]) -> tuple:
+    """What changes when a catalogue file is edited, replaced, added or removed (blocking)."""
+    marks = []
+    for p in paths:
+        if os.path.isdir(p):
+            marks.append((p, "dir", tuple(sorted(os.listdir(p)))))
+    for f in catalogue_files(paths):
+        try:
+            st = f.stat()
+        except OSError:
+            marks.append((str(f), None))
+        else:
+            marks.append((str(f), st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(marks)
+
+
+class CatalogueSource:
+    """The current catalogue of a set of files, reloaded when they change.
+
+    :meth:`get` is called on every page render and spawn. It checks the files' fingerprints
+    (mtime, size, inode; directory listings) at most every ``check_interval`` seconds and,
+    when they changed, reloads. Both the check and the reload run in a worker thread, and
+    concurrent callers share one check, so a slow disk cannot stall the hub's event loop and
+    many spawns at once cause one check, not many.
+
+    A broken edit keeps the last good catalogue in force; the problem is logged once and
+    exposed as :attr:`error` until a good edit replaces it. If the very first load fails,
+    :meth:`get` raises :class:`CatalogueError`.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0):
+        self.paths = tuple(str(p) for p in paths)
+        self.log = log
+        self.check_interval = check_interval
+        self.current: Catalogue | None = None
+        self.error: CatalogueError | None = None
+        self._fingerprint: tuple | None = None
+        self._checked_at = -float("inf")
+        self._lock = asyncio.Lock()
+        self.loads = 0
+
+    async def get(self) -> Catalogue:
+        """The catalogue in force now (reloaded first if a file changed)."""
+        if time.monotonic() - self._checked_at >= self.check_interval or self.current is None:
+            async with self._lock:
+                if time.monotonic() - self._checked_at >= self.check_interval or self.current is None:
+                    await asyncio.to_thread(self._refresh)
+        if self.current is None:
+            raise self.error
+        return self.current
+
+    def _refresh(self) -> None:
+        """Reload if the files changed (runs in a worker thread)."""
+        fingerprint = _fingerprint(self.paths)
+        self._checked_at = time.monotonic()
+        if fingerprint == self._fingerprint and self.current is not None:
+            return
+        self._fingerprint = fingerprint
+        try:
+            catalogue = load_catalogue(self.paths)
+        except CatalogueError as e:
+            if self.error is None or str(e) != str(self.error):
+                kept = f"keeping version {self.current.version}" if self.current else "no catalogue loaded yet"
+                self.log.error("Template catalogue has errors (%s):\n%s", kept, e)
+            self.error = e
+            return
+        self.loads += 1
+        if self.current is None or catalogue.version != self.current.version:
+            self.log.info("Template catalogue version %s loaded from %s (%d templates)",
+                          catalogue.version, ", ".join(self.paths), len(catalogue.templates))
+        self.current, self.error = catalogue, None
+
+
+_SOURCES: dict[tuple, CatalogueSource] = {}
+
+
+def shared_source(paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0) -> CatalogueSource:
+    """One :class:`CatalogueSource` per set of paths for the whole hub process.
+
+    Every user's spawner asks the same source, so a change is read once.
+    """
+    key = (tuple(str(p) for p in paths), check_interval)
+    source = _SOURCES.get(key)
+    if source is None:
+        source = _SOURCES[key] = CatalogueSource(key[0], log, check_interval)
+    return source

@@ -1,0 +1,202 @@
+"""Catalogue reading, schema errors (file + path + problem), merging and hot reload."""
+
+import asyncio
+import json
+import logging
+import os
+import textwrap
+
+import pytest
+
+from multiplespawner.catalogue import (
+    CatalogueError,
+    CatalogueSource,
+    default_catalogue_path,
+    load_catalogue,
+    resolve_placeholders,
+)
+
+DEPLOYMENTS = {
+    "local": [{"name": "hub-host", "provider": "local"}],
+    "container": [{"name": "docker-here", "provider": "docker", "image": "nb:1"}],
+}
+
+
+def template(name="t1", **over):
+    spec = {
+        "name": name,
+        "resource_type": "local",
+        "providers": ["local"],
+        "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner", "kwargs": {}},
+    }
+    spec.update(over)
+    return spec
+
+
+def write(path, data):
+    path.write_text(json.dumps(data) if path.suffix == ".json" else data)
+    return path
+
+
+def test_default_catalogue_loads():
+    cat = load_catalogue([default_catalogue_path()])
+    assert list(cat.templates) == ["local", "container"]
+    assert cat.templates["container"].requires == ["docker", "image"]
+    assert len(cat.version) == 12
+
+
+def test_thesis_format_split_files_in_a_directory(tmp_path):
+    write(tmp_path / "deployments.json", DEPLOYMENTS)
+    write(tmp_path / "templates.json", [template(), template("c", resource_type="container", providers=["docker"])])
+    (tmp_path / "notes.txt").write_text("ignored")
+    cat = load_catalogue([tmp_path])
+    assert list(cat.templates) == ["t1", "c"]
+    assert cat.deployment(cat.templates["c"], "docker")["image"] == "nb:1"
+
+
+def test_yaml_combined_document(tmp_path):
+    f = tmp_path / "cat.yaml"
+    f.write_text(textwrap.dedent("""
+        deployments:
+          local: [{name: h, provider: local}]
+        templates:
+          - name: a
+            display_name: A
+            resource_type: local
+            providers: [local]
+            access: {groups: [course-a]}
+            resources: {cpu: {default: 1, min: 0.5, max: 2}}
+            lifetime_minutes: {default: 60, max: 120}
+            spawner: {class: jupyterhub.spawner.LocalProcessSpawner}
+    """))
+    t = load_catalogue([f]).templates["a"]
+    assert t.display_name == "A"
+    assert t.resources["cpu"].max == 2
+    assert t.lifetime.max == 120
+
+
+def test_schema_error_names_file_path_and_problem(tmp_path):
+    f = write(tmp_path / "cat.json", {
+        "deployments": DEPLOYMENTS,
+        "templates": [template(), template("t2", resource_type="cloud", resources={"cpu": {"default": "x"}})],
+    })
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([f])
+    text = str(info.value)
+    assert f"{f}: at /templates/1/resource_type: 'cloud' is not one of" in text
+    assert f"{f}: at /templates/1/resources/cpu/default: 'x' is not of type 'number'" in text
+
+
+def test_bare_template_list_paths_have_no_prefix(tmp_path):
+    write(tmp_path / "d.json", DEPLOYMENTS)
+    f = write(tmp_path / "t.json", [template(spawner={"kwargs": {}})])
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([tmp_path])
+    assert f"{f}: at /0/spawner: 'class' is a required property" in str(info.value)
+
+
+def test_cross_file_checks(tmp_path):
+    write(tmp_path / "a.json", {"deployments": DEPLOYMENTS, "templates": [template()]})
+    b = write(tmp_path / "b.json", [
+        template(),  # duplicate name
+        template("gpu", providers=["nowhere"]),
+        template("bounds", resources={"memory_mb": {"default": 64, "min": 128, "max": 256}}),
+        template("ph", environment={"X": "{NOT_A_PLACEHOLDER}"}),
+    ])
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([tmp_path])
+    problems = {(p.file, p.path): p.message for p in info.value.problems}
+    assert "already defined in" in problems[(str(b), "/0/name")]
+    assert "no local deployment has provider 'nowhere'" in problems[(str(b), "/1/providers/0")]
+    assert "below min 128" in problems[(str(b), "/2/resources/memory_mb/default")]
+    assert "unknown placeholder {NOT_A_PLACEHOLDER}" in problems[(str(b), "/3/environment/X")]
+
+
+def test_syntax_error_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("templates: [\n")
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([bad, tmp_path / "missing.json"])
+    text = str(info.value)
+    assert f"{bad}: at /: not valid YAML" in text
+    assert f"{tmp_path / 'missing.json'}: at /: cannot read" in text
+
+
+def test_version_changes_with_content(tmp_path):
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [template()]})
+    v1 = load_catalogue([f]).version
+    assert load_catalogue([f]).version == v1
+    write(f, {"deployments": DEPLOYMENTS, "templates": [template(display_name="Changed")]})
+    assert load_catalogue([f]).version != v1
+
+
+def test_placeholders_leave_child_fields_alone():
+    out = resolve_placeholders(
+        {"a": "/home/{JUPYTERHUB_USER}", "b": ["{username}", "{DEPLOYMENT_IMAGE}"], "c": 3},
+        {"JUPYTERHUB_USER": "ann", "DEPLOYMENT_IMAGE": "nb:1"},
+    )
+    assert out == {"a": "/home/ann", "b": ["{username}", "nb:1"], "c": 3}
+
+
+def test_access_rules(tmp_path):
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [
+        template("open"),
+        template("a", access={"groups": ["course-a"]}),
+        template("b", access={"groups": ["course-b"], "users": ["bob"]}),
+        template("adm", access={"admin_only": True}),
+        template("off", enabled=False),
+    ]})
+    cat = load_catalogue([f])
+    names = lambda *a: [t.name for t in cat.usable_by(*a)]  # noqa: E731
+    assert names("ann", ["course-a"], False) == ["open", "a"]
+    assert names("bob", [], False) == ["open", "b"]
+    assert names("carl", ["course-c"], False) == ["open"]
+    assert names("root", [], True) == ["open", "a", "b", "adm"]
+
+
+async def _touch_write(f, data):
+    write(f, data)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+async def test_hot_reload_keeps_last_good_catalogue(tmp_path, caplog):
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [template()]})
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
+    first = await source.get()
+    assert list(first.templates) == ["t1"] and source.error is None
+
+    assert await source.get() is first  # unchanged files: same object, no reload
+    assert source.loads == 1
+
+    await _touch_write(f, {"deployments": DEPLOYMENTS, "templates": [template(), template("t2")]})
+    second = await source.get()
+    assert list(second.templates) == ["t1", "t2"] and second.version != first.version
+
+    with caplog.at_level(logging.ERROR):
+        await _touch_write(f, {"deployments": DEPLOYMENTS, "templates": [template("t3", providers=[])]})
+        kept = await source.get()
+    assert kept is second
+    assert f"{f}: at /templates/0/providers" in str(source.error)
+    assert "keeping version " + second.version in caplog.text
+
+    await _touch_write(f, {"deployments": DEPLOYMENTS, "templates": [template("t4")]})
+    assert list((await source.get()).templates) == ["t4"] and source.error is None
+
+
+async def test_concurrent_gets_share_one_check(tmp_path, monkeypatch):
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [template()]})
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=60)
+    calls = []
+    real = source._refresh
+    monkeypatch.setattr(source, "_refresh", lambda: (calls.append(1), real()))
+    results = await asyncio.gather(*(source.get() for _ in range(20)))
+    assert len(calls) == 1 and all(r is results[0] for r in results)
+
+
+async def test_first_load_failure_raises(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text("{")
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
+    with pytest.raises(CatalogueError, match="not valid JSON"):
+        await source.get()
