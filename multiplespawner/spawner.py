@@ -1,7 +1,449 @@
-"""MultipleSpawner (skeleton; grows with the catalogue and delegation work)."""
+"""MultipleSpawner: spawn on the resource a user picks from the template catalogue.
 
-from jupyterhub.spawner import Spawner
+The life of one server:
+
+1. The spawn form (or REST ``user_options``) names a template, provider, resources and a
+   session length. :meth:`MultipleSpawner.prepare` (run first in ``run_pre_spawn_hook``, i.e.
+   before the operator's ``pre_spawn_hook`` and before anything is started) checks them against
+   the current catalogue and refuses bad ones with a 400. It then builds the child spawner
+   from the template and adopts the child's ``start_timeout``/``http_timeout``.
+2. :meth:`start` hands the environment (including what ``pre_spawn_hook`` added) to the child
+   and starts it; the session deadline is set when the child is up.
+3. ``poll``/``stop``/``progress``/``delete_forever`` are forwarded to the child. ``poll`` and a
+   timer stop the server when its session runs out.
+4. State (JSON) records the template and catalogue version, the child's class and resolved
+   keyword arguments, the child's own state and the deadline: enough to rebuild the very same
+   child after a hub restart even if the catalogue changed since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib.metadata import entry_points
+
+from jupyterhub.spawner import SpawnException, Spawner
+from jupyterhub.utils import maybe_future
+from traitlets import Float, List, Unicode, default
+from traitlets.utils.importstring import import_item
+
+from .catalogue import (
+    CatalogueError,
+    CatalogueSource,
+    default_catalogue_path,
+    resolve_placeholders,
+    shared_source,
+)
+from .choices import Choice, resolve_choice
+from .form import options_from_form as form_fields_to_options
+from .form import render_form
+from .prerequisites import Prerequisites
+
+_PREREQUISITES = Prerequisites()
+
+#: Attributes the hub gives a spawner at construction that the child needs too.
+_PLUMBING = (
+    "user",
+    "orm_spawner",
+    "hub",
+    "authenticator",
+    "proxy_spec",
+    "oauth_client_id",
+    "cookie_options",
+    "cookie_host_prefix_enabled",
+    "trusted_alt_names",
+    "public_url",
+    "public_hub_url",
+    "internal_ssl",
+    "internal_trust_bundles",
+    "internal_certs_location",
+    "admin_access",
+    "api_token",
+)
+
+
+class TemplateError(Exception):
+    """A template that passed the schema cannot be used (e.g. its class does not import)."""
+
+
+def spawner_class_for(name: str) -> type[Spawner]:
+    """Resolve a template's ``spawner.class``: a dotted path or a ``jupyterhub.spawners`` entry point."""
+    if "." in name:
+        try:
+            cls = import_item(name)
+        except Exception as e:
+            raise TemplateError(f"cannot import spawner class {name!r}: {e}") from e
+    else:
+        found = entry_points(group="jupyterhub.spawners", name=name)
+        if not found:
+            raise TemplateError(f"no spawner is registered under the name {name!r}")
+        cls = next(iter(found)).load()
+    if not (isinstance(cls, type) and issubclass(cls, Spawner)):
+        raise TemplateError(f"{name!r} is not a JupyterHub Spawner class")
+    if issubclass(cls, MultipleSpawner):
+        raise TemplateError(f"{name!r} is a MultipleSpawner; templates must name a concrete spawner")
+    return cls
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class MultipleSpawner(Spawner):
-    """Spawn on the resource a user picks from the template catalogue."""
+    """Spawn on the resource a user picks from the template catalogue.
+
+    Configure the catalogue with :attr:`catalogue_paths`; see docs/catalogue.md for the format.
+    """
+
+    catalogue_paths = List(
+        Unicode(),
+        help="""Catalogue files or directories (JSON or YAML) listing deployments and templates.
+
+        Directories contribute their *.json, *.yaml and *.yml files in name order. Edits take
+        effect on the next form or spawn without restarting the hub; a broken edit keeps the
+        last good catalogue in force and is shown to admins on the spawn form. Empty: the
+        catalogue shipped with the package (a local-process template, and a container template
+        shown when the Docker engine answers and has the notebook image).
+        """,
+    ).tag(config=True)
+
+    catalogue_check_interval = Float(
+        1.0,
+        help="""At most how often (seconds) the catalogue files' modification times are checked.
+
+        Checks and reloads run in a worker thread, and concurrent requests share one check.
+        """,
+    ).tag(config=True)
+
+    lifetime_grace = Float(
+        2.0,
+        help="""Seconds added to the session deadline before the expiry timer stops a server.
+
+        ``poll`` stops expired servers too, so the hub's regular polling is the safety net.
+        """,
+    ).tag(config=True)
+
+    # ---- state kept in memory (persisted through get_state/load_state) ----------------
+    child = None  # the child Spawner of the current server, if any
+    choice: Choice | None = None
+    _record: dict | None = None  # what the current server was built from (JSON)
+    _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
+    _deadline: float | None = None
+    _expiry_handle: asyncio.TimerHandle | None = None
+
+    def __init__(self, **kwargs):
+        self._events: list[dict] = []
+        self._events_changed = asyncio.Event()
+        super().__init__(**kwargs)
+
+    # ---- catalogue ---------------------------------------------------------------------
+    @property
+    def catalogue_source(self) -> CatalogueSource:
+        paths = self.catalogue_paths or [str(default_catalogue_path())]
+        return shared_source(paths, self.log, self.catalogue_check_interval)
+
+    def _user_identity(self) -> dict:
+        return {
+            "user_name": self.user.name,
+            "groups": [g.name for g in self.user.groups],
+            "admin": bool(self.user.admin),
+        }
+
+    async def _unavailable(self, catalogue, templates) -> dict[str, str]:
+        """Template name -> reason, for templates whose prerequisites are missing now."""
+        reasons = {}
+        for t in templates:
+            if t.requires:
+                deployment = catalogue.deployment(t, t.providers[0])
+                reason = await _PREREQUISITES.unmet(t, deployment)
+                if reason:
+                    reasons[t.name] = reason
+        return reasons
+
+    async def resolve(self, user_options: dict | None) -> Choice:
+        """Check ``user_options`` for this user against the current catalogue (400 if bad)."""
+        try:
+            catalogue = await self.catalogue_source.get()
+        except CatalogueError as e:
+            self.log.error("No usable template catalogue for %s:\n%s", self._log_name, e)
+            raise _spawn_error(
+                "The template catalogue cannot be read; the hub's administrators have been told.",
+                "catalogue_error",
+            ) from e
+        identity = self._user_identity()
+        usable = catalogue.usable_by(**identity)
+        unavailable = await self._unavailable(catalogue, usable)
+        return resolve_choice(catalogue, user_options, unavailable=unavailable, **identity)
+
+    # ---- form --------------------------------------------------------------------------
+    @default("options_form")
+    def _options_form_default(self):
+        return MultipleSpawner.render_options_form
+
+    async def render_options_form(self) -> str:
+        """The spawn form for this user, preselecting this server's last choice."""
+        source = self.catalogue_source
+        identity = self._user_identity()
+        try:
+            catalogue = await source.get()
+        except Exception as e:  # no good catalogue at all: admins see why, users a notice
+            self.log.error("No usable template catalogue for %s: %s", self._log_name, e)
+            return render_form([], admin_error=str(e) if identity["admin"] else None)
+        usable = catalogue.usable_by(**identity)
+        unavailable = await self._unavailable(catalogue, usable)
+        error = str(source.error) if source.error and identity["admin"] else None
+        return render_form(usable, last=self.user_options, unavailable=unavailable, admin_error=error)
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return MultipleSpawner.checked_options_from_form
+
+    async def checked_options_from_form(self, formdata: dict) -> dict:
+        """Form fields -> canonical ``user_options``; a bad choice re-shows the form with a 400."""
+        return (await self.resolve(form_fields_to_options(formdata))).to_options()
+
+    # ---- preparing the child -----------------------------------------------------------
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        # user_options are checked and applied by prepare(), from run_pre_spawn_hook
+        return lambda spawner, user_options: None
+
+    async def run_pre_spawn_hook(self):
+        """Check the choice and build the child (:meth:`prepare`), then run ``pre_spawn_hook``.
+
+        The hub calls this after ``apply_user_options`` and before ``start``; an invalid
+        choice therefore stops the spawn before the operator's hook (e.g. an LDAP account
+        being created) or anything else runs.
+        """
+        await self.prepare(self.user_options)
+        await maybe_future(super().run_pre_spawn_hook())
+
+    async def prepare(self, user_options: dict | None) -> None:
+        """Check the choice and build the child spawner; nothing is started yet.
+
+        An invalid choice raises ``HTTPError(400)``: the REST API answers 400, the spawn page
+        shows the form again with the message.
+        """
+        self._events = []
+        choice = await self.resolve(user_options)
+        t = choice.template
+        values = self._placeholder_values(choice)
+        try:
+            cls = spawner_class_for(t.spawner_class)
+        except TemplateError as e:
+            self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
+            raise _spawn_error(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
+        kwargs = resolve_placeholders(t.spawner_kwargs, values)
+        kwargs.update(_resource_kwargs(cls, choice))
+        self.choice = choice
+        self._record = {
+            "template": t.name,
+            "catalogue_version": t.version,
+            "options": choice.to_options(),
+            "child_class": _class_path(cls),
+            "child_kwargs": kwargs,
+            "environment": resolve_placeholders(t.environment, values),
+            "lifetime_minutes": choice.lifetime_minutes,
+        }
+        self.child = self._build_child(cls, kwargs)
+        self.start_timeout = self.child.start_timeout
+        self.http_timeout = self.child.http_timeout
+        self._event(10, f"Template {t.display_name} (catalogue version {t.version}) on {choice.provider}")
+
+    def _placeholder_values(self, choice: Choice) -> dict[str, str]:
+        deployment = choice.deployment or {}
+        return {
+            "JUPYTERHUB_USER": self.user.name,
+            "JUPYTERHUB_SERVER_NAME": self.name,
+            "DEPLOYMENT_NAME": deployment.get("name", ""),
+            "DEPLOYMENT_PROVIDER": deployment.get("provider", ""),
+            "DEPLOYMENT_IMAGE": deployment.get("image", ""),
+            "TEMPLATE_NAME": choice.template.name,
+        }
+
+    def _build_child(self, cls: type[Spawner], kwargs: dict) -> Spawner:
+        """Instantiate the child with the hub's plumbing, our config, and the template's kwargs."""
+        plumbing = {name: getattr(self, name) for name in _PLUMBING}
+        child = cls(
+            config=self.config,
+            _deprecated_db_session=self._deprecated_db_session,
+            user_options=dict(self.user_options or {}),
+            **plumbing,
+            **kwargs,
+        )
+        # the child was constructed with our orm_spawner: it must not restore *our* state
+        child.clear_state()
+        child.api_token = self.api_token
+        return child
+
+    def _child_from_record(self, record: dict) -> Spawner | None:
+        try:
+            cls = spawner_class_for(record["child_class"])
+        except TemplateError as e:
+            self.log.error("Cannot rebuild the server of %s: %s", self._log_name, e)
+            return None
+        return self._build_child(cls, dict(record.get("child_kwargs", {})))
+
+    # ---- progress ----------------------------------------------------------------------
+    def _event(self, progress: int, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._events.append({"progress": progress, "message": message})
+        self._events_changed.set()
+
+    async def progress(self):
+        """Our own phase events as they happen, then the child's progress events."""
+        sent = 0
+        while True:
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            if self._child_starting or not self._spawn_pending:
+                break
+            self._events_changed.clear()
+            try:
+                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass
+        if self.child is not None and self._child_starting:
+            async for event in self.child.progress():
+                yield event
+
+    _child_starting = False
+
+    # ---- start / poll / stop -----------------------------------------------------------
+    async def start(self):
+        """Start the child spawner built by :meth:`prepare`; return its URL."""
+        if self.child is None:
+            # run_pre_spawn_hook was bypassed (e.g. start() called directly)
+            await self.prepare(self.user_options)
+        record = self._record
+        # what pre_spawn_hook and c.Spawner.environment put on us, then the template's own
+        self.child.environment = {**self.child.environment, **self.environment, **record["environment"]}
+        self.child.cert_paths = self.cert_paths
+        self.child.handler = getattr(self, "handler", None)
+        self.child.api_token = self.api_token
+        self._event(30, f"Starting {type(self.child).__name__}")
+        self._child_starting = True
+        self._events_changed.set()
+        try:
+            url = await maybe_future(self.child.start())
+        finally:
+            self._child_starting = False
+        if record.get("lifetime_minutes"):
+            self._deadline = time.time() + 60 * record["lifetime_minutes"]
+            self._schedule_expiry()
+        self._last_child = {k: record[k] for k in ("child_class", "child_kwargs")}
+        return url
+
+    async def poll(self):
+        """The child's status; a server whose session ran out is stopped and reported gone."""
+        if self.child is None:
+            return 0
+        if self._deadline is not None and time.time() >= self._deadline:
+            self.log.info("Session of %s ran out; stopping it", self._log_name)
+            await self.stop()
+            return 0
+        if self._deadline is not None and self._expiry_handle is None:
+            self._schedule_expiry()  # state was loaded before the event loop ran
+        return await maybe_future(self.child.poll())
+
+    async def stop(self, now=False):
+        """Stop the child (if any) and the session timer."""
+        self._cancel_expiry()
+        if self.child is not None:
+            await maybe_future(self.child.stop(now=now))
+        self._deadline = None
+
+    async def delete_forever(self):
+        """Forward to a child built like the last server's, so its resources can be removed."""
+        record = self._last_child or self._record
+        child = self.child or (self._child_from_record(record) if record else None)
+        if child is not None:
+            await maybe_future(child.delete_forever())
+
+    # ---- session lifetime --------------------------------------------------------------
+    def _schedule_expiry(self) -> None:
+        self._cancel_expiry()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # poll() schedules it once the hub's loop runs
+        delay = max(0.0, self._deadline - time.time()) + self.lifetime_grace
+        self._expiry_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self.poll_and_notify()))
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+            self._expiry_handle = None
+
+    @property
+    def deadline(self) -> float | None:
+        """Unix time at which the current session ends, or None."""
+        return self._deadline
+
+    # ---- state -------------------------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self._record is not None:
+            state["multiple"] = dict(self._record, deadline=self._deadline)
+        if self.child is not None:
+            state["child_state"] = self.child.get_state()
+        if self._last_child is not None:
+            state["last_child"] = self._last_child
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._last_child = state.get("last_child")
+        record = state.get("multiple")
+        if not record:
+            return
+        self._record = record
+        self._deadline = record.get("deadline")
+        self.child = self._child_from_record(record)
+        if self.child is not None:
+            self.child.load_state(state.get("child_state", {}))
+            self.start_timeout = self.child.start_timeout
+            self.http_timeout = self.child.http_timeout
+        if self._deadline is not None:
+            self._schedule_expiry()
+
+    def clear_state(self):
+        super().clear_state()
+        self._cancel_expiry()
+        if self.child is not None:
+            self.child.clear_state()
+        self.child = None
+        self.choice = None
+        self._record = None
+        self._deadline = None
+
+
+def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
+    """Map the chosen resources onto the child's traits.
+
+    ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
+    KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
+    GPUs become a Docker device request for DockerSpawner and ``extra_resource_limits`` for
+    KubeSpawner.
+    """
+    kwargs: dict = {}
+    resources = choice.resources
+    if "cpu" in resources:
+        kwargs["cpu_limit"] = float(resources["cpu"])
+    if "memory_mb" in resources:
+        kwargs["mem_limit"] = f"{int(resources['memory_mb'])}M"
+    gpus = resources.get("gpus")
+    if gpus:
+        names = {c.__name__ for c in cls.__mro__}
+        if "DockerSpawner" in names:
+            extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
+            extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
+            kwargs["extra_host_config"] = extra
+        elif "KubeSpawner" in names:
+            kwargs["extra_resource_limits"] = {"nvidia.com/gpu": str(int(gpus))}
+    return kwargs
+
+
+def _spawn_error(message: str, reason: str) -> SpawnException:
+    return SpawnException(message, reason=reason, status_code=500)

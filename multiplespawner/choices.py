@@ -1,0 +1,164 @@
+"""Turn a user's request (form fields or REST ``user_options``) into a checked :class:`Choice`.
+
+The spawn form and the REST API share :func:`resolve_choice`: whatever comes in, the result
+is either a :class:`Choice` that names an enabled template this user may use, a provider of
+it, and resources and a session length within the template's bounds, or a
+:class:`tornado.web.HTTPError` 400 with a message that says what to change.
+
+``user_options`` keys (all optional except where a choice is ambiguous):
+
+=================== ==================================================================
+``template``        template name; default: the first template this user may use
+``provider``        one of the template's providers; default: its first
+``cpu``             CPU cores (number)
+``memory_mb``       memory in MiB (integer)
+``gpus``            GPUs (integer)
+``lifetime_minutes`` session length in minutes (number)
+=================== ==================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from tornado.web import HTTPError
+
+from .catalogue import Catalogue, Template
+
+RESOURCE_KEYS = ("cpu", "memory_mb", "gpus")
+INTEGER_KEYS = ("memory_mb", "gpus")
+OPTION_KEYS = ("template", "provider", *RESOURCE_KEYS, "lifetime_minutes")
+
+
+def bad_request(message: str) -> HTTPError:
+    """A 400 whose message the hub shows on the form or returns from the REST API."""
+    return HTTPError(400, message)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A validated choice. ``resources`` holds only what the template offers."""
+
+    template: Template
+    provider: str
+    deployment: dict
+    resources: dict[str, float]
+    lifetime_minutes: float | None
+
+    def to_options(self) -> dict:
+        """The canonical ``user_options`` for this choice (what the hub stores)."""
+        options: dict[str, Any] = {"template": self.template.name, "provider": self.provider}
+        options.update(self.resources)
+        if self.lifetime_minutes is not None:
+            options["lifetime_minutes"] = self.lifetime_minutes
+        return options
+
+
+def _number(key: str, value: Any, template: Template) -> float:
+    """Coerce a form string or JSON number; refuse anything else with a clear message."""
+    if isinstance(value, list) and len(value) == 1:  # raw form data
+        value = value[0]
+    if isinstance(value, bool):
+        raise bad_request(f"{key} must be a number, not {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise bad_request(f"{key} must be a number, not {value!r}") from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise bad_request(f"{key} must be a number, not {value!r}")
+    if key in INTEGER_KEYS:
+        if value != int(value):
+            raise bad_request(f"{key} must be a whole number, not {value!r}")
+        return int(value)
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def resolve_choice(
+    catalogue: Catalogue,
+    user_options: dict | None,
+    *,
+    user_name: str,
+    groups: Iterable[str],
+    admin: bool,
+    unavailable: dict[str, str] | None = None,
+) -> Choice:
+    """Check ``user_options`` for this user against ``catalogue``; return the :class:`Choice`.
+
+    ``unavailable`` maps template names whose prerequisites are missing to the reason.
+    Raises ``HTTPError(400)`` naming the problem: unknown option key, unknown, disabled,
+    forbidden or unavailable template, unknown provider, resource or lifetime out of bounds.
+    """
+    options = dict(user_options or {})
+    unavailable = unavailable or {}
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise bad_request(
+            f"Unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_KEYS)}"
+        )
+    groups = list(groups)
+
+    name = options.get("template")
+    if name is None:
+        usable = [t for t in catalogue.usable_by(user_name, groups, admin) if t.name not in unavailable]
+        if not usable:
+            raise bad_request("There is no template you may use; ask the hub's administrators.")
+        template = usable[0]
+    else:
+        if not isinstance(name, str):
+            raise bad_request(f"template must be a template name, not {name!r}")
+        template = catalogue.templates.get(name)
+        if template is None:
+            raise bad_request(f"There is no template named {name!r}.")
+        if not template.enabled:
+            raise bad_request(f"Template {name!r} is disabled.")
+        if not template.allows(user_name, groups, admin):
+            raise bad_request(f"You may not use template {name!r}.")
+        if name in unavailable:
+            raise bad_request(f"Template {name!r} is not available right now: {unavailable[name]}")
+
+    provider = options.get("provider", template.providers[0])
+    if provider not in template.providers:
+        raise bad_request(
+            f"Template {template.name!r} does not run on provider {provider!r}; "
+            f"choose one of {', '.join(template.providers)}."
+        )
+    deployment = catalogue.deployment(template, provider)
+
+    resources: dict[str, float] = {}
+    for key in RESOURCE_KEYS:
+        bound = template.resources.get(key)
+        if bound is None:
+            if options.get(key) not in (None, ""):
+                raise bad_request(f"Template {template.name!r} has no {key} choice.")
+            continue
+        raw = options.get(key)
+        value = bound.default if raw in (None, "", [""]) else _number(key, raw, template)
+        if not bound.min <= value <= bound.max:
+            raise bad_request(
+                f"{key} {_fmt(value)} is outside {_fmt(bound.min)}..{_fmt(bound.max)} "
+                f"allowed by template {template.name!r}."
+            )
+        resources[key] = value
+
+    lifetime = None
+    if template.lifetime is not None:
+        raw = options.get("lifetime_minutes")
+        lifetime = template.lifetime.default if raw in (None, "", [""]) else _number(
+            "lifetime_minutes", raw, template
+        )
+        if not 0 < lifetime <= template.lifetime.max:
+            raise bad_request(
+                f"lifetime_minutes {_fmt(lifetime)} must be more than 0 and at most "
+                f"{_fmt(template.lifetime.max)} for template {template.name!r}."
+            )
+    elif options.get("lifetime_minutes") not in (None, ""):
+        raise bad_request(f"Template {template.name!r} has no session length choice.")
+
+    return Choice(template, provider, deployment, resources, lifetime)
