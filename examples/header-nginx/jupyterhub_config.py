@@ -1,5 +1,7 @@
 """JupyterHub behind nginx (nginx.conf in this directory) with HeaderAuthenticator.
 
+Servers start with LocalProcessSpawner, so alice must also be a Unix user on this host.
+
 Run from this directory, with the secret that hub-secret.conf gives nginx:
     export JUPYTERHUB_HEADER_AUTH_SECRET=<same hex string as in hub-secret.conf>
     export JUPYTERHUB_CRYPT_KEY=$(openssl rand -hex 32)

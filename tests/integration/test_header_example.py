@@ -1,0 +1,41 @@
+"""examples/header-nginx is consistent: nginx accepts its config, the hub config builds a
+working HeaderAuthenticator, and the docs show the identity snippet the tests run."""
+
+import shutil
+import subprocess
+
+from traitlets.config import PyFileConfigLoader
+
+from headerauthenticator import HeaderAuthenticator, JSONParser
+from tests.fixtures.nginx import NGINX
+from tests.integration.test_header_nginx import IDENTITY_SNIPPET, REPO
+
+EXAMPLE = REPO / "examples" / "header-nginx"
+
+
+def test_docs_show_the_tested_nginx_snippet():
+    assert IDENTITY_SNIPPET.read_text().strip() in (REPO / "docs" / "deploy-behind-proxy.md").read_text()
+
+
+def test_example_nginx_config_is_valid(tmp_path):
+    prefix = tmp_path / "nginx"
+    shutil.copytree(EXAMPLE, prefix)
+    (prefix / "hub-secret.conf").write_text('set $hub_proxy_secret "0123456789abcdef";\n')
+    (prefix / "htpasswd").write_text("alice:{PLAIN}alice-password\n")
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "tmp" / sub).mkdir(parents=True)
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", "nginx.conf"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_example_hub_config_builds_the_authenticator(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "0123456789abcdef")
+    loader = PyFileConfigLoader("jupyterhub_config.py", path=str(EXAMPLE))
+    config = loader.load_config()
+    assert config.JupyterHub.authenticator_class == "header"
+    auth = HeaderAuthenticator(config=config)
+    assert auth.trusted_proxy_ips == ["127.0.0.2"]
+    assert isinstance(auth.header_parsers["data"], JSONParser)
+    assert auth.shared_secret == "0123456789abcdef"
