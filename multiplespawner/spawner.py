@@ -196,7 +196,8 @@ class MultipleSpawner(Spawner):
 
     @default("options_from_form")
     def _options_from_form_default(self):
-        return MultipleSpawner.checked_options_from_form
+        # the hub passes the spawner to hooks that take a ``spawner`` argument
+        return lambda formdata, spawner: spawner.checked_options_from_form(formdata)
 
     async def checked_options_from_form(self, formdata: dict) -> dict:
         """Form fields -> canonical ``user_options``; a bad choice re-shows the form with a 400."""

@@ -137,11 +137,9 @@ def test_local_spawn_named_servers_and_plumbing(hub_factory, unix_user, cat_file
 
 
 def test_hot_reload_while_the_hub_runs(hub_factory, unix_user, cat_file):
-    hub = hub_factory(hub_config(cat_file))
+    hub = hub_factory(hub_config(cat_file, 'c.Authenticator.admin_users = {"boss"}'))
     name = unix_user()
     hub.create_user(name)
-    hub.create_user("boss")
-    assert hub.api("PATCH", "/users/boss", json={"admin": True}).status_code == 200
     user, boss = login(hub, name), login(hub, "boss")
 
     form = user.get(f"{hub.url}/hub/spawn", timeout=30).text
@@ -175,7 +173,7 @@ def test_form_spawn_preselects_last_choice(hub_factory, unix_user, cat_file):
     r = s.post(f"{hub.url}/hub/spawn", data={
         "_xsrf": s.cookies.get("_xsrf"), "template": "local-mock", "provider": "",
         "local-mock.cpu": "9", "local-mock.memory_mb": "256"}, timeout=30)
-    assert r.status_code == 400 and "cpu 9 is outside 0.5..2" in r.text
+    assert r.status_code == 400 and "cpu 9 is outside 0.5..2" in r.text, (r.history, r.url, r.text[-3000:])
     assert hub.user(name)["servers"] == {}
 
     r = s.post(f"{hub.url}/hub/spawn", data={
