@@ -308,8 +308,10 @@ def _docker_build(client, context: Path, tag: str, base: str) -> None:
             raise RuntimeError(f"docker build of {tag} failed: {chunk['error']}\n{tail}")
 
 
-def build_image(name: str, client) -> str:
-    """Return the tag of image ``name``, building whatever is missing; print "cached" if nothing is.
+def build_image(name: str, client, alias: bool = True) -> str:
+    """Return the tag of image ``name``, building whatever is missing; log "cached" if nothing is.
+
+    With ``alias`` the image is also tagged ``:current``.
 
     Blocking: call it from a thread or a plain process, never on an event loop.
     """
@@ -330,7 +332,8 @@ def build_image(name: str, client) -> str:
     with _locked(name):
         if _image_exists(client, tag):
             log(f"{name}: {tag} cached")
-            _alias(client, tag)
+            if alias:
+                _alias(client, tag)
             return tag
         log(f"{name}: building {tag}")
         with tempfile.TemporaryDirectory(prefix=f"image-{name}-") as tmp:
@@ -342,5 +345,6 @@ def build_image(name: str, client) -> str:
                 shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns(".complete"))
                 (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
             _docker_build(client, context, tag, base)
-        _alias(client, tag)
+        if alias:
+            _alias(client, tag)
         return tag

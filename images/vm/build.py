@@ -1,0 +1,204 @@
+"""Build the virtual machine image for the libvirt provider, cached by content hash.
+
+``build_vm_image()`` returns a directory ``~/.cache/jupyterhub-multiplespawner/vm/<hash12>/``
+holding:
+
+* ``disk.qcow2``: one ext4 filesystem spanning the whole virtual disk (no partition table, no
+  boot loader), made with ``mke2fs -d`` from a Debian bookworm root filesystem;
+* ``vmlinuz`` and ``initrd.img``: the guest's kernel and initramfs, booted directly by QEMU
+  (``root=/dev/vda``), so the disk needs no boot loader;
+* ``image.json``: what the image contains and the kernel command line it expects.
+
+Nothing is downloaded but Debian packages: ``debootstrap`` (minbase) from the host's Debian
+mirror, then ``apt-get install`` in a chroot of the kernel, cloud-init, OpenSSH and Python
+(for Ansible). No SSH host keys, users or machine id are baked in: each machine gets its own
+from its cloud-init seed at first boot (see ``multiplespawner/providers/libvirt.py``).
+
+The hash covers :data:`VM_RECIPE` and the files in ``guest/``; when the directory for that hash
+exists, nothing is rebuilt. A build that fails leaves nothing in the cache. Concurrent builders
+of the same image wait on a file lock. Needs root (debootstrap, chroot, mount).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..build import CACHE, apt_proxy_env, host_debian_mirror, log
+
+HERE = Path(__file__).resolve().parent
+GUEST = HERE / "guest"
+VM_CACHE = CACHE / "vm"
+
+#: Everything that decides the image besides the files in ``guest/``.
+VM_RECIPE = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "packages": [
+        "linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "ifupdown",
+        "isc-dhcp-client", "openssh-server", "cloud-init", "python3", "sudo", "ca-certificates",
+    ],
+    "disk_size": "3G",
+    "cmdline": "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+    # guest/<file> -> path in the root filesystem
+    "files": {
+        "fstab": "etc/fstab",
+        "interfaces": "etc/network/interfaces",
+        "cloud.cfg": "etc/cloud/cloud.cfg.d/90-multiplespawner.cfg",
+        "sshd.conf": "etc/ssh/sshd_config.d/multiplespawner.conf",
+    },
+}
+
+#: Names of the files in an image directory.
+DISK, KERNEL, INITRD, MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
+
+
+def recipe_hash() -> str:
+    """The content hash that names the image (recipe and guest files)."""
+    h = hashlib.sha256(json.dumps(VM_RECIPE, sort_keys=True).encode())
+    for name in sorted(VM_RECIPE["files"]):
+        h.update(b"\0" + name.encode() + b"\0" + (GUEST / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def build_vm_image() -> Path:
+    """Return the image directory for the current recipe, building it if it is not cached."""
+    key = recipe_hash()
+    target = VM_CACHE / key
+    if (target / MANIFEST).exists():
+        log(f"vm image {key}: cached")
+        return target
+    VM_CACHE.mkdir(parents=True, exist_ok=True)
+    with _locked(VM_CACHE / f".{key}.lock"):
+        if (target / MANIFEST).exists():  # another builder finished while we waited
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=VM_CACHE))
+        try:
+            _build(work, key)
+            work.rename(target)  # atomic: the directory is complete or absent
+        finally:
+            _remove_tree(work)
+    return target
+
+
+def publish_vm_image(image: Path, root: Path) -> Path:
+    """Make ``image`` available as ``root/<hash>/`` and return that directory.
+
+    libvirt runs QEMU as its own user, which cannot read ``~/.cache`` of root; the published
+    copy sits in a directory it can reach. Files are hard links when ``root`` is on the same
+    file system (no space used), copies otherwise. Idempotent.
+    """
+    target = root / image.name
+    if (target / MANIFEST).exists():
+        return target
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root.chmod(0o755)
+    work = Path(tempfile.mkdtemp(prefix=f".publish-{image.name}-", dir=root))
+    try:
+        for name in (DISK, KERNEL, INITRD, MANIFEST):
+            try:
+                os.link(image / name, work / name)
+            except OSError:
+                shutil.copy2(image / name, work / name)
+        work.chmod(0o755)
+        work.rename(target)
+    except OSError:
+        if not (target / MANIFEST).exists():  # not a concurrent publisher that won the race
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _build(out: Path, key: str) -> None:
+    rootfs = out / "rootfs"
+    mirror = host_debian_mirror(VM_RECIPE["suite"])
+    env = {**os.environ, **apt_proxy_env(), "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    log(f"vm image {key}: debootstrap {VM_RECIPE['suite']} from {mirror}")
+    _run(["debootstrap", f"--variant={VM_RECIPE['variant']}", VM_RECIPE["suite"], rootfs, mirror],
+         env=env)
+    # no daemon may start inside the chroot while packages are installed
+    policy = rootfs / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    shutil.copyfile("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+    log(f"vm image {key}: installing {len(VM_RECIPE['packages'])} packages in the chroot")
+    with _mounted_proc(rootfs):
+        _run(["chroot", rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+              *VM_RECIPE["packages"]], env=env)
+        _run(["chroot", rootfs, "apt-get", "clean"], env=env)
+    policy.unlink()
+    for name, dest in VM_RECIPE["files"].items():
+        path = rootfs / dest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(GUEST / name, path)
+        path.chmod(0o644)
+    # per-machine identity is made at first boot, never shared through the image
+    for path in [*rootfs.glob("etc/ssh/ssh_host_*"), *rootfs.glob("var/lib/apt/lists/*_Packages"),
+                 rootfs / "var/lib/dbus/machine-id"]:
+        path.unlink(missing_ok=True)
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "etc/resolv.conf").write_text("")
+    (rootfs / "etc/hostname").write_text("localhost\n")
+    kernels = sorted(rootfs.glob("boot/vmlinuz-*"))
+    initrds = sorted(rootfs.glob("boot/initrd.img-*"))
+    if len(kernels) != 1 or len(initrds) != 1:
+        raise RuntimeError(f"expected one kernel and one initrd in /boot, found {kernels} {initrds}")
+    shutil.copyfile(kernels[0], out / KERNEL)
+    shutil.copyfile(initrds[0], out / INITRD)
+    log(f"vm image {key}: making the {VM_RECIPE['disk_size']} ext4 disk")
+    raw = out / "disk.raw"
+    _run(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", rootfs, raw, VM_RECIPE["disk_size"]])
+    _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out / DISK])
+    raw.unlink()
+    _remove_tree(rootfs)
+    for name in (DISK, KERNEL, INITRD):
+        (out / name).chmod(0o644)  # read by the QEMU process, which may run as another user
+    manifest = {
+        "hash": key,
+        "suite": VM_RECIPE["suite"],
+        "kernel": kernels[0].name,
+        "cmdline": VM_RECIPE["cmdline"],
+        "disk": DISK,
+        "disk_format": "qcow2",
+        "packages": VM_RECIPE["packages"],
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _run(argv, env=None) -> None:
+    """Run a build step; on failure raise with the tail of its output."""
+    result = subprocess.run([str(a) for a in argv], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-40:])
+        raise RuntimeError(f"{Path(str(argv[0])).name} failed ({result.returncode}):\n{tail}")
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+@contextmanager
+def _mounted_proc(rootfs: Path):
+    """/proc inside the chroot for package scripts; unmounted whatever happens."""
+    point = rootfs / "proc"
+    subprocess.run(["mount", "-t", "proc", "proc", str(point)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(point)], check=False)
+
+
+def _remove_tree(root: Path) -> None:
+    """Remove a build tree, never crossing into a file system still mounted below it."""
+    if root.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
