@@ -1,0 +1,323 @@
+"""The pre-spawn hooks: find or create the user's entry, then hand its values to the spawner.
+
+``setup_ldap_entry_hook(spawner)`` runs, for one spawn:
+
+1. read the submitted data (``submit_spawner_attribute``) and the values known without LDAP;
+2. search ``base_dn`` for an entry with the configured object classes and the user's
+   ``unique_object_attributes``; one found -> use it (nothing is written, no uid allocated);
+3. otherwise check that the server's schema has every configured object class, run
+   ``search_attribute_queries`` (the uid counter) and allocate the next value with an atomic
+   delete-old/add-new modify, retried with jittered exponential backoff when another spawn
+   moved the counter first; then add the entry in one operation. If the add fails the counter
+   increment is undone when nobody has moved it since (else the value is simply skipped); if
+   the add collides with a concurrent spawn of the same user, that user's entry is used;
+4. fill ``set_spawner_attributes`` (e.g. ``environment`` NB_USER/NB_UID) on the spawner.
+
+Any failure raises :class:`~ldap_hooks.errors.LDAPSpawnError`: the spawn stops, the user reads
+a clear message and the hub log gets the detail. The only write besides the entry itself is the
+counter, so a failed spawn leaves at most an unused uidNumber behind.
+"""
+
+import asyncio
+import inspect
+import random
+import re
+from dataclasses import dataclass
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE
+from traitlets import TraitError
+
+from .client import Settings, get_client
+from .config import INCREMENT_ATTRIBUTE, LDAP, LDAP_SEARCH_ATTRIBUTE_QUERY
+from .entry import (
+    build_dn,
+    check_value,
+    dynamic_values,
+    fill,
+    initial_sources,
+    match_filter,
+    parse_submitted,
+    resolve_path,
+)
+from .errors import (
+    CounterContention,
+    DirectoryError,
+    DirectoryResultError,
+    LDAPConfigError,
+    UserDataError,
+    spawn_error,
+)
+
+# add results that mean "this data is not acceptable" rather than "the setup is broken"
+_REFUSED_DATA = ("invalidAttributeSyntax", "constraintViolation", "invalidDNSyntax", "namingViolation")
+
+
+@dataclass
+class EntryResult:
+    """What the hook did: the entry's ``dn``, its ``attributes``, whether it was ``created``,
+    and the dynamic ``values`` given to ``set_spawner_attributes``."""
+
+    dn: str
+    attributes: dict
+    created: bool
+    values: dict
+
+
+class EntrySetup:
+    """One run of the hook for one spawner (see the module docstring)."""
+
+    def __init__(self, ldap: LDAP, spawner):
+        self.ldap = ldap
+        self.spawner = spawner
+        self.log = spawner.log
+        self.user = spawner.user.name
+        self.client = get_client(Settings.from_config(ldap))
+
+    def _check_config(self) -> None:
+        missing = [n for n in ("url", "base_dn") if not getattr(self.ldap, n)]
+        if not self.ldap.object_classes:
+            missing.append("object_classes")
+        if missing:
+            raise LDAPConfigError(f"LDAP.{', LDAP.'.join(missing)} must be set")
+
+    async def run(self) -> EntryResult:
+        self._check_config()
+        submitted = await self._submitted()
+        sources = initial_sources(submitted, self.spawner)
+        known = dynamic_values(self.ldap.dynamic_attributes, sources, self.ldap.max_value_length)
+        identity = self._identity(submitted, known)
+        result = await self._find(identity, sources)
+        if result is None:
+            result = await self._create(submitted, sources, known, identity)
+        self._apply_to_spawner(result.values)
+        return result
+
+    # ---- inputs --------------------------------------------------------------------------------
+    async def _submitted(self):
+        path = self.ldap.submit_spawner_attribute
+        if not path:
+            return {}
+        if path == "auth_state" or path.startswith("auth_state."):
+            auth_state = await self.spawner.user.get_auth_state()
+            value = resolve_path({"auth_state": auth_state}, path)
+        else:
+            value = resolve_path(self.spawner, path)
+        for key in self.ldap.submit_spawner_attribute_keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return parse_submitted(
+            value,
+            replace=self.ldap.replace_object_with,
+            strip_chars=self.ldap.name_strip_chars,
+            allowed_names=self.ldap.submit_attribute_names,
+            max_length=self.ldap.max_value_length,
+        )
+
+    def _identity(self, submitted, known) -> dict:
+        """The attribute values that identify this user's entry."""
+        names = self.ldap.unique_object_attributes or list(submitted)
+        if not names:
+            raise LDAPConfigError(
+                "nothing identifies a user's entry: set LDAP.unique_object_attributes"
+                " or LDAP.submit_spawner_attribute"
+            )
+        identity = {}
+        for name in names:
+            if name in known:
+                value = known[name]
+            elif name in submitted:
+                value = submitted[name]
+            elif name in self.ldap.object_attributes:
+                value = fill(self.ldap.object_attributes[name], known)
+            else:
+                raise LDAPConfigError(
+                    f"unique attribute {name} has no value before the entry exists"
+                    " (define it in LDAP.dynamic_attributes from the user or submitted data)"
+                )
+            identity[name] = check_value(name, value, self.ldap.max_value_length)
+        return identity
+
+    # ---- find ----------------------------------------------------------------------------------
+    async def _find(self, identity: dict, sources: dict) -> EntryResult | None:
+        search_filter = match_filter(self.ldap.object_classes, identity)
+        entries = await self.client.search(self.ldap.base_dn, search_filter, size_limit=2)
+        if not entries:
+            return None
+        if len(entries) > 1:
+            raise DirectoryResultError(
+                "ambiguous", f"several entries match {search_filter}: {[e.dn for e in entries]}"
+            )
+        entry = entries[0]
+        values = self._final_values(sources, entry.attributes)
+        self.log.info("LDAP: found entry %s for user %s", entry.dn, self.user)
+        return EntryResult(entry.dn, dict(entry.attributes), False, values)
+
+    # ---- create --------------------------------------------------------------------------------
+    async def _create(self, submitted, sources, known, identity) -> EntryResult:
+        await self._check_schema()
+        ldap_values, allocations = await self._run_queries()
+        try:
+            pre = dict(known)
+            pre.update(
+                dynamic_values(
+                    self.ldap.dynamic_attributes,
+                    {LDAP_SEARCH_ATTRIBUTE_QUERY: ldap_values},
+                    self.ldap.max_value_length,
+                )
+            )
+            attributes = dict(submitted)
+            for name, template in self.ldap.object_attributes.items():
+                attributes[name] = fill(template, pre)  # operator template + checked values
+            rdn_names = self.ldap.rdn_attributes or list(submitted)
+            missing = [n for n in rdn_names if n not in attributes]
+            if missing or not rdn_names:
+                raise LDAPConfigError(
+                    f"the entry's name needs {missing or 'LDAP.rdn_attributes'}, which have no value"
+                )
+            dn = build_dn([(n, attributes[n]) for n in rdn_names], self.ldap.base_dn)
+            await self.client.add(dn, self.ldap.object_classes, attributes)
+        except DirectoryResultError as e:
+            await self._undo(allocations)
+            if e.result in _REFUSED_DATA:
+                raise UserDataError(f"the directory does not accept these account details ({e.result})") from e
+            if e.result == "entryAlreadyExists":
+                # a concurrent spawn of the same user got there first: use its entry
+                found = await self._find(identity, sources)
+                if found is not None:
+                    return found
+                raise UserDataError(
+                    "another account in the directory already has the same name (DN)"
+                ) from e
+            raise
+        except BaseException:
+            await self._undo(allocations)
+            raise
+        self.log.info("LDAP: created entry %s for user %s", dn, self.user)
+        stored = {name: [str(value)] for name, value in attributes.items()}
+        stored["objectClass"] = list(self.ldap.object_classes)
+        values = self._final_values(sources, stored)
+        return EntryResult(dn, stored, True, values)
+
+    async def _check_schema(self) -> None:
+        known = await self.client.object_classes()
+        if any(oc.lower() not in known for oc in self.ldap.object_classes):
+            known = await self.client.object_classes(refresh=True)  # the schema may have grown
+        missing = [oc for oc in self.ldap.object_classes if oc.lower() not in known]
+        if missing:
+            raise LDAPConfigError(f"the directory's schema has no object class {', '.join(missing)}")
+
+    async def _run_queries(self):
+        """Run ``search_attribute_queries``; return (attribute values, counter allocations)."""
+        values, allocations = {}, []
+        try:
+            for query in self.ldap.search_attribute_queries:
+                entries = await self.client.search(
+                    query["search_base"], query["search_filter"], query.get("attributes", ["*"]),
+                    size_limit=2,
+                )
+                if len(entries) != 1:
+                    raise LDAPConfigError(
+                        f"search_attribute_queries {query['search_filter']} under"
+                        f" {query['search_base']} matched {len(entries)} entries, not one"
+                    )
+                for name, found in entries[0].attributes.items():
+                    operation = self.ldap.search_result_operations.get(name)
+                    if operation and operation["action"] == INCREMENT_ATTRIBUTE:
+                        old, new = await self._increment(operation["modify_dn"], name, found)
+                        allocations.append((operation["modify_dn"], name, old, new))
+                        found = [new]
+                    values[name] = found
+        except BaseException:
+            await self._undo(allocations)
+            raise
+        return values, allocations
+
+    async def _increment(self, dn: str, name: str, found: list) -> tuple[str, str]:
+        """Atomically move counter ``dn``/``name`` from its current value to +1; return both."""
+        first, longest = self.ldap.counter_backoff
+        current = found
+        for attempt in range(self.ldap.counter_max_attempts):
+            if len(current) != 1 or not re.fullmatch(r"-?\d+", current[0]):
+                raise LDAPConfigError(f"counter {name} of {dn} is {current}, not one integer")
+            old = current[0]
+            new = str(int(old) + 1)
+            try:
+                await self.client.modify(dn, {name: [(MODIFY_DELETE, [old]), (MODIFY_ADD, [new])]})
+                return old, new
+            except DirectoryResultError as e:
+                if e.result != "noSuchAttribute":
+                    raise
+            # another spawn moved the counter: wait a random share of a growing delay, re-read
+            await asyncio.sleep(random.uniform(0, min(longest, first * 2**attempt)))
+            entries = await self.client.search(dn, "(objectClass=*)", [name], scope=BASE)
+            current = entries[0].attributes.get(name, []) if entries else []
+        raise CounterContention(
+            f"counter {name} of {dn} changed under {self.ldap.counter_max_attempts} attempts in a row"
+        )
+
+    async def _undo(self, allocations) -> None:
+        """Give allocated counter values back if nobody has taken a later one (best effort)."""
+        for dn, name, old, new in reversed(allocations):
+            try:
+                await self.client.modify(dn, {name: [(MODIFY_DELETE, [new]), (MODIFY_ADD, [old])]})
+                self.log.info("LDAP: returned %s=%s to counter %s", name, new, dn)
+            except DirectoryError as e:
+                self.log.warning("LDAP: %s=%s of %s stays unused (%s)", name, new, dn, e.detail)
+        allocations.clear()
+
+    # ---- output --------------------------------------------------------------------------------
+    def _final_values(self, sources: dict, ldap_attributes) -> dict:
+        return dynamic_values(
+            self.ldap.dynamic_attributes,
+            {**sources, LDAP_SEARCH_ATTRIBUTE_QUERY: ldap_attributes},
+            self.ldap.max_value_length,
+        )
+
+    def _apply_to_spawner(self, values: dict) -> None:
+        for name, template in self.ldap.set_spawner_attributes.items():
+            value = fill(template, values)
+            current = getattr(self.spawner, name, None)
+            if isinstance(current, dict) and isinstance(value, dict):
+                value = {**current, **value}
+            setattr(self.spawner, name, value)
+
+
+async def setup_ldap_entry_hook(spawner) -> EntryResult:
+    """Pre-spawn hook: find or create ``spawner.user``'s LDAP entry (``c.Spawner.pre_spawn_hook``).
+
+    Returns the :class:`EntryResult`; raises :class:`LDAPSpawnError` (a ``SpawnException``) on
+    any failure, after logging the detail for the operator.
+    """
+    try:
+        try:
+            ldap = LDAP(parent=spawner)
+        except TraitError as e:
+            raise LDAPConfigError(str(e)) from e
+        return await EntrySetup(ldap, spawner).run()
+    except (DirectoryError, LDAPConfigError, UserDataError) as e:
+        error = spawn_error(e, spawner.user.name)
+        spawner.log.error(error.log_message)
+        raise error from e
+
+
+async def hello_hook(spawner) -> bool:
+    """A pre-spawn hook that only logs a greeting (to check hook wiring)."""
+    spawner.log.info("Hello from hook (user %s)", spawner.user.name)
+    return True
+
+
+def chain_hooks(*hooks):
+    """One pre-spawn hook that runs ``hooks`` in order, awaiting those that return awaitables.
+
+    The first hook that raises stops the chain (and so the spawn). Returns the last result.
+    """
+
+    async def chained(spawner):
+        result = None
+        for hook in hooks:
+            result = hook(spawner)
+            if inspect.isawaitable(result):
+                result = await result
+        return result
+
+    chained.__name__ = "chain_hooks(" + ", ".join(getattr(h, "__name__", repr(h)) for h in hooks) + ")"
+    return chained
