@@ -367,25 +367,32 @@ class CloudSSHSpawner(Spawner):
     async def poll(self):
         """None while the remote process is alive and reachable through the tunnel, else 1.
 
-        After a hub restart this re-establishes the tunnel from state on the same ports.
+        After a hub restart this re-establishes the tunnel from state on the same ports. When
+        the answer is "not running" the tunnel is closed here: the hub does not call stop() for
+        a server that poll() reports gone.
         """
         if not self.remote_state.get("pid"):
             return 0
         try:
             tunnel = await self._ensure_tunnel()
             if not await tunnel.wait_connected(self.poll_reconnect_timeout):
-                self.log.warning("%s: SSH tunnel to %s is down", self._log_name, tunnel.target)
-                return 1
+                raise TunnelClosed(f"SSH tunnel to {tunnel.target} is down")
             answer = await self._remote(
                 "status", {"pid": self.remote_state["pid"], "start": self.remote_state.get("pid_start")},
                 timeout=self.poll_reconnect_timeout + self.connect_timeout,
             )
         except (OSError, asyncssh.Error, asyncio.TimeoutError, RuntimeError, HostKeyError, TunnelClosed) as e:
-            self.log.warning("%s: cannot check the remote process: %s", self._log_name, e)
+            self.log.error(
+                "%s: cannot reach remote process %s on %s (%s); reporting it stopped, it may"
+                " still be running there", self._log_name, self.remote_state["pid"],
+                self.remote_state.get("host"), e,
+            )
+            await self._close_tunnel()
             return 1
         if answer["alive"]:
             return None
         self.log.warning("%s: remote process %s has exited", self._log_name, self.remote_state["pid"])
+        await self._close_tunnel()
         return 1
 
     async def stop(self, now=False):
