@@ -15,9 +15,9 @@ What ``create`` does, in order (anything that fails removes the container before
 3. start it; the image's entrypoint installs the keys, creates ``spec.ssh_user`` and runs sshd;
 4. read the published port.
 
-Labels on the container: ``org.jupyterhub-multiplespawner.<key>`` for every ``spec.labels``
-entry (``hub``, ``user``, ``server``), plus the SSH user and the public host key, so
-:meth:`DockerProvider.list` rebuilds every :class:`Machine` after a hub restart.
+Labels on the container: ``spec.labels`` plus the machine name, SSH user and public host key
+(see :mod:`.identity`), so :meth:`DockerProvider.list` rebuilds every :class:`Machine` after a
+hub restart.
 """
 
 from __future__ import annotations
@@ -29,27 +29,17 @@ import logging
 import tarfile
 import time
 
-import asyncssh
 import docker
 import docker.errors
 import docker.types
 
 from .base import LABEL_PREFIX, Machine, MachineSpec, Provider, ProviderError, wait_for_ssh
-from .labels import HUB, check_labels, internal_label, machine_labels, spec_labels
+from .identity import HUB_LABEL, check_labels, internal_label, machine_labels, public_host_key, spec_labels
 
 DEFAULT_IMAGE = "jupyterhub-multiplespawner/ssh-machine:current"
 #: where the image's entrypoint looks for keys (see docs/images.md)
 KEY_DIR = "/etc/machine"
 SSH_PORT = "22/tcp"
-
-
-def public_host_key(host_key_private: str) -> str:
-    """The OpenSSH public key line of a private host key; ProviderError if it does not parse."""
-    try:
-        key = asyncssh.import_private_key(host_key_private)
-    except (asyncssh.KeyImportError, ValueError) as e:
-        raise ProviderError(f"the machine's host key is not a valid unencrypted private key: {e}") from e
-    return key.export_public_key().decode().strip()
 
 
 def _key_archive(host_key_private: str, authorized_key: str) -> bytes:
@@ -200,7 +190,7 @@ class DockerProvider(Provider):
 
     def _list_blocking(self, hub_id: str) -> list[Machine]:
         containers = self._docker().containers.list(
-            all=True, filters={"label": f"{LABEL_PREFIX}.{HUB}={hub_id}"}
+            all=True, filters={"label": f"{HUB_LABEL}={hub_id}"}
         )
         machines = []
         for c in containers:

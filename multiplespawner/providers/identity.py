@@ -1,54 +1,71 @@
-"""How providers label the machines they make (container labels, cloud tags or metadata).
+"""What identifies a machine a provider made: its labels and its SSH host key.
 
-A machine carries ``org.jupyterhub-multiplespawner.<key>=<value>`` for every entry of
-``MachineSpec.labels`` (at least ``hub``, normally also ``user`` and ``server``), and under
-``org.jupyterhub-multiplespawner.machine.*`` what a provider needs to rebuild the
-:class:`~.base.Machine` after a hub restart (SSH user, public host key, machine name).
-``list(hub_id)`` selects on the ``hub`` label.
+Labels: ``MachineSpec.labels`` are full label names, ``org.jupyterhub-multiplespawner.<name>``
+(at least ``...hub``, the hub id; normally also ``...user`` and ``...server``). Providers store
+them on the machine as they are (container labels, cloud tags or metadata, domain metadata), and
+under ``org.jupyterhub-multiplespawner.machine.*`` what they need to rebuild the
+:class:`~.base.Machine` after a hub restart (machine name, SSH user, public host key).
+``Provider.list(hub_id)`` selects on :data:`HUB_LABEL`.
+
+Host key: the machine presents ``MachineSpec.host_key_private``; the caller pins its public half.
 """
 
 from __future__ import annotations
 
-import re
+import asyncssh
 
 from .base import LABEL_PREFIX, MachineSpec, ProviderError
 
-HUB = "hub"  #: the label key that ``Provider.list(hub_id)`` selects on
-_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: the label ``Provider.list(hub_id)`` selects on
+HUB_LABEL = f"{LABEL_PREFIX}.hub"
 _INTERNAL = f"{LABEL_PREFIX}.machine."
+#: longest key and value every supported store accepts (EC2 tags: 128 / 256 characters)
+_MAX_KEY, _MAX_VALUE = 128, 256
 
 
 def check_labels(labels: dict) -> None:
-    """Refuse labels ``list()`` could not find or providers could not store."""
-    if not labels.get(HUB):
-        raise ProviderError(f"machine labels need a {HUB!r} entry (the hub id) so the hub can find it again")
+    """Refuse labels that ``list()`` could not find again or a provider could not store."""
+    if not labels.get(HUB_LABEL):
+        raise ProviderError(f"machine labels need {HUB_LABEL!r} (the hub id) so the hub can find the machine again")
     for key, value in labels.items():
-        if not _KEY.match(str(key)) or not isinstance(value, str):
+        if (
+            not isinstance(key, str) or not key.startswith(LABEL_PREFIX + ".") or key.startswith(_INTERNAL)
+            or len(key) > _MAX_KEY or not isinstance(value, str) or len(value) > _MAX_VALUE
+        ):
             raise ProviderError(
-                f"machine label {key!r}={value!r}: keys are lower-case letters, digits, '-' and '_', "
-                "values are strings"
+                f"machine label {key!r}={value!r}: keys are {LABEL_PREFIX}.<name> (not .machine.*, at most "
+                f"{_MAX_KEY} characters), values are strings of at most {_MAX_VALUE} characters"
             )
 
 
 def internal_label(name: str) -> str:
-    """The full name of a label the provider itself sets (``ssh-user``, ``host-key``, ``name``)."""
+    """The full name of a label the provider itself sets (``name``, ``ssh-user``, ``host-key``)."""
     return _INTERNAL + name
 
 
 def machine_labels(spec: MachineSpec, host_public_key: str) -> dict:
-    """All labels/tags for the machine made from ``spec``."""
-    labels = {f"{LABEL_PREFIX}.{k}": v for k, v in spec.labels.items()}
-    labels[internal_label("name")] = spec.name
-    labels[internal_label("ssh-user")] = spec.ssh_user
-    labels[internal_label("host-key")] = host_public_key
-    return labels
+    """All labels (or tags) of the machine made from ``spec``."""
+    return {
+        **spec.labels,
+        internal_label("name"): spec.name,
+        internal_label("ssh-user"): spec.ssh_user,
+        internal_label("host-key"): host_public_key,
+    }
 
 
 def spec_labels(labels: dict) -> dict:
-    """The ``MachineSpec.labels`` part of a machine's labels (prefix removed, internals left out)."""
+    """The ``MachineSpec.labels`` part of a machine's labels (the provider's own left out)."""
     prefix = LABEL_PREFIX + "."
-    return {
-        k[len(prefix):]: v
-        for k, v in (labels or {}).items()
-        if k.startswith(prefix) and not k.startswith(_INTERNAL)
-    }
+    return {k: v for k, v in (labels or {}).items() if k.startswith(prefix) and not k.startswith(_INTERNAL)}
+
+
+def public_host_key(host_key_private: str) -> str:
+    """The OpenSSH public key line (``type base64``) of a private host key.
+
+    Raises ProviderError if the key does not parse or is encrypted.
+    """
+    try:
+        key = asyncssh.import_private_key(host_key_private)
+    except (asyncssh.KeyImportError, ValueError) as e:
+        raise ProviderError(f"the machine's host key is not a valid unencrypted private key: {e}") from e
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])

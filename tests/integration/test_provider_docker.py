@@ -46,7 +46,7 @@ def make_spec(hub_id, *, image=None, cpu=0.5, memory_mb=256, ssh_user="hubadmin"
         ssh_user=ssh_user,
         authorized_key=client_public,
         host_key_private=host_private,
-        labels={"hub": hub_id, "user": "alice", "server": "lab"},
+        labels={f"{LABEL_PREFIX}.hub": hub_id, f"{LABEL_PREFIX}.user": "alice", f"{LABEL_PREFIX}.server": "lab"},
     )
     return spec, client_key, host_public
 
@@ -174,8 +174,8 @@ async def test_bad_input_is_refused_before_anything_is_made(provider, docker_eng
     spec, _, _ = make_spec(hub_id)
     with pytest.raises(ProviderError, match="host key"):
         await provider.create(MachineSpec(**{**spec.__dict__, "host_key_private": "not a key"}))
-    with pytest.raises(ProviderError, match="'hub'"):
-        await provider.create(MachineSpec(**{**spec.__dict__, "labels": {"user": "alice"}}))
+    with pytest.raises(ProviderError, match="hub id"):
+        await provider.create(MachineSpec(**{**spec.__dict__, "labels": {f"{LABEL_PREFIX}.user": "alice"}}))
     with pytest.raises(ValueError, match="loopback"):
         DockerProvider(publish_address="0.0.0.0")
     assert count(docker_engine, hub_id) == 0
