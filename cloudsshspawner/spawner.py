@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import asyncssh
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_path_join
-from traitlets import Bool, Float, Integer, List, Unicode, validate
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 
 from . import remote
 from .tunnel import HostKeyError, SSHTarget, SSHTunnel, TunnelClosed
@@ -150,7 +150,7 @@ class CloudSSHSpawner(Spawner):
     def _log_path_relative_to_home(self, proposal):
         value = proposal["value"]
         if not (value.startswith("~/") or value.startswith("/")):
-            raise ValueError("remote_log_path must be absolute or start with ~/")
+            raise TraitError("remote_log_path must be absolute or start with ~/")
         return value
 
     # -- state -----------------------------------------------------------------------------
