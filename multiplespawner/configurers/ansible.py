@@ -1,0 +1,425 @@
+"""Configure machines with the suite's Ansible playbooks, through ansible-runner.
+
+Each :meth:`AnsibleConfigurer.configure` call:
+
+1. hashes what decides the outcome (machine address, admin account and pinned host key, every
+   file of the playbook directory, the variables, the wheel directory's listing) and returns at
+   once if that equals ``previous_hash``;
+2. makes a private run directory (0700) holding an inventory for the one host, a known_hosts
+   file holding only the pinned host key, an empty ansible.cfg and, if ``wheel_dir`` is set, a
+   tar of the wheels for the machine;
+3. runs ``ansible-playbook`` through ``ansible_runner.run`` in a bounded thread pool (never on
+   the event loop), with SSH set to use only the per-server key (no agent, no ``~/.ssh/config``)
+   and ``StrictHostKeyChecking=yes``; each task result is passed to the progress callback as
+   ``TASK [<name>] <ok|changed|skipped|failed|unreachable>``;
+4. removes the run directory and stops the SSH control master it left, whatever happened;
+5. raises :class:`ConfigurerError` naming the failed task, the host and Ansible's message.
+
+The hub's environment is not passed on to Ansible except for a short allowlist (PATH, HOME,
+locale, TLS bundles), so tokens in the hub's environment never reach a playbook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from traitlets import Dict, Float, Integer, List, Unicode, default
+
+from ..shared_files import shared_path
+from .base import ConfigureResult, Configurer, ConfigurerError, report
+
+#: environment variables of the hub passed on to ansible-playbook (others are blanked)
+ENV_ALLOWLIST = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+
+#: runner event -> the word shown after the task name
+EVENT_STATUS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+def default_notebook_packages() -> list[str]:
+    """jupyterhub pinned to the hub's own version, and JupyterLab (the hub's version if it has one)."""
+    packages = [f"jupyterhub=={version('jupyterhub')}"]
+    try:
+        packages.append(f"jupyterlab=={version('jupyterlab')}")
+    except PackageNotFoundError:
+        packages.append("jupyterlab")
+    return packages
+
+
+def event_message(event: dict) -> str | None:
+    """The progress text for one ansible-runner event, or None if it is not a task result."""
+    status = EVENT_STATUS.get(event.get("event", ""))
+    if status is None:
+        return None
+    data = event.get("event_data", {})
+    if status == "ok" and data.get("res", {}).get("changed"):
+        status = "changed"
+    if status == "failed" and data.get("ignore_errors"):
+        status = "failed (ignored)"
+    return f"TASK [{data.get('task', '?')}] {status}"
+
+
+def failure_message(event: dict, limit: int = 600) -> str:
+    """Ansible's own explanation of a failed or unreachable task, shortened to ``limit``."""
+    res = event.get("event_data", {}).get("res", {}) or {}
+    parts = [str(res.get("msg", "")).strip()]
+    for key in ("stderr", "module_stderr", "stdout"):
+        text = str(res.get(key, "") or "").strip()
+        if text and text not in parts[0]:
+            parts.append(text[-limit:])
+            break
+    text = ": ".join(p for p in parts if p) or "no message"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def host_key_algorithm(public_key_line: str) -> str:
+    """The key type of an OpenSSH public key line ("ssh-ed25519 AAAA... comment")."""
+    return public_key_line.split()[0]
+
+
+def build_inventory(machine, key_file: Path, known_hosts_file: Path, python: str) -> dict:
+    """An ansible-runner inventory for exactly one host: the given machine.
+
+    SSH reads no user config (``-F /dev/null``), offers only ``key_file`` (no agent), and
+    accepts only the pinned host key in ``known_hosts_file``.
+    """
+    ssh_args = [
+        "-F /dev/null",
+        f"-o UserKnownHostsFile={known_hosts_file}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o StrictHostKeyChecking=yes",
+        f"-o HostKeyAlgorithms={host_key_algorithm(machine.host_public_key)}",
+        "-o IdentitiesOnly=yes",
+        "-o IdentityAgent=none",
+        "-o PasswordAuthentication=no",
+        "-o KbdInteractiveAuthentication=no",
+        "-o ServerAliveInterval=15",
+    ]
+    alias = re.sub(r"[^A-Za-z0-9_.-]", "-", str(machine.id))[:63] or "machine"
+    return {
+        "all": {
+            "hosts": {
+                alias: {
+                    "ansible_connection": "ssh",
+                    "ansible_host": machine.host,
+                    "ansible_port": int(machine.port),
+                    "ansible_user": machine.ssh_user,
+                    "ansible_ssh_private_key_file": str(key_file),
+                    "ansible_ssh_common_args": " ".join(ssh_args),
+                    "ansible_python_interpreter": python,
+                }
+            }
+        }
+    }
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file below ``root`` (relative path and content), in a stable order."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def wheel_listing(wheel_dir: Path) -> list[list]:
+    """The wheels in ``wheel_dir`` as [name, size] pairs (what the hash needs to see)."""
+    return sorted([p.name, p.stat().st_size] for p in wheel_dir.glob("*.whl"))
+
+
+def config_hash(machine, playbooks_digest: str, variables: dict, wheels: list | None) -> str:
+    """The hash of everything that decides what a configure run does to a machine."""
+    payload = {
+        "host": machine.host,
+        "port": int(machine.port),
+        "ssh_user": machine.ssh_user,
+        "host_public_key": machine.host_public_key,
+        "playbooks": playbooks_digest,
+        "variables": variables,
+        "wheels": wheels,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class AnsibleConfigurer(Configurer):
+    """Runs the suite's playbooks (or your own) against a machine with ansible-runner."""
+
+    playbook_dir = Unicode(
+        "",
+        config=True,
+        help="""Directory holding the playbook and its roles. Empty: the playbooks shipped with
+        the suite (`share/jupyterhub-multiplespawner/playbooks`).""",
+    )
+
+    playbook = Unicode(
+        "notebook-machine.yml",
+        config=True,
+        help="Playbook file (relative to `playbook_dir`) that prepares a machine.",
+    )
+
+    variables = Dict(
+        config=True,
+        help="""Ansible variables for every machine (see docs/configuring-machines.md), e.g.
+        {"notebook_env_path": "/opt/notebook"}. Variables the spawner passes for one server
+        (user name, uid, template options) take precedence; the per-server authorized key
+        always comes from the server's credentials.""",
+    )
+
+    notebook_packages = List(
+        Unicode(),
+        config=True,
+        help="""pip requirements of the notebook environment on the machine. Default:
+        jupyterhub at the hub's exact version and JupyterLab (at the hub's version if installed).
+        Exact pins let a second run skip the wheel copy.""",
+    )
+
+    @default("notebook_packages")
+    def _default_notebook_packages(self):
+        return default_notebook_packages()
+
+    wheel_dir = Unicode(
+        "",
+        config=True,
+        help="""Directory of wheels on the hub (`pip download -d DIR --only-binary=:all:
+        jupyterhub==<hub version> jupyterlab`) that the machine installs from, offline, with
+        --no-index. Machines need no package index then. Empty: the machine uses `index_url`.""",
+    )
+
+    index_url = Unicode(
+        "",
+        config=True,
+        help="Package index the machine installs from when `wheel_dir` is empty (empty: PyPI).",
+    )
+
+    remote_python = Unicode(
+        "/usr/bin/python3",
+        config=True,
+        help="Python interpreter on the machine that runs Ansible's modules.",
+    )
+
+    timeout = Float(
+        900,
+        config=True,
+        help="Seconds one configure run may take before it is stopped and reported as failed.",
+    )
+
+    max_parallel_runs = Integer(
+        4,
+        config=True,
+        help="""How many configure runs may go on at once in this hub (each is an
+        ansible-playbook process); further spawns wait for a free slot.""",
+    )
+
+    work_dir = Unicode(
+        "",
+        config=True,
+        help="""Where private run directories are made (0700, removed after each run).
+        Empty: the system's temporary directory.""",
+    )
+
+    _pools: dict = {}
+
+    def _pool(self) -> ThreadPoolExecutor:
+        size = self.max_parallel_runs
+        if size not in self._pools:
+            self._pools[size] = ThreadPoolExecutor(size, thread_name_prefix="ansible-configure")
+        return self._pools[size]
+
+    def _playbook_root(self) -> Path:
+        return Path(self.playbook_dir) if self.playbook_dir else shared_path("playbooks")
+
+    def playbook_variables(self, credentials, variables: dict) -> dict:
+        """The extra variables one run gets: defaults, then ``variables``, then the server's key."""
+        merged = {"notebook_env_packages": list(self.notebook_packages)}
+        if self.index_url:
+            merged["notebook_env_index_url"] = self.index_url
+        merged.update(self.variables)
+        merged.update(variables)
+        merged["notebook_user_authorized_key"] = credentials.client_public_key
+        return merged
+
+    async def configure(self, machine, credentials, variables, progress_callback=None, previous_hash=None):
+        """Run the playbook against ``machine``; see the module docstring for the steps."""
+        root = self._playbook_root()
+        playbook_file = root / self.playbook
+        extravars = self.playbook_variables(credentials, variables)
+        wheel_dir = Path(self.wheel_dir) if self.wheel_dir else None
+
+        def _inputs():
+            if not playbook_file.is_file():
+                raise ConfigurerError(f"playbook {playbook_file} does not exist")
+            if wheel_dir is not None and not wheel_dir.is_dir():
+                raise ConfigurerError(f"wheel directory {wheel_dir} does not exist")
+            return tree_digest(root), wheel_listing(wheel_dir) if wheel_dir else None
+
+        playbooks_digest, wheels = await asyncio.to_thread(_inputs)
+        digest = config_hash(machine, playbooks_digest, extravars, wheels)
+        where = f"{machine.host}:{machine.port}"
+        if previous_hash and previous_hash == digest:
+            self.log.info("Machine %s is already configured (hash %s); not running Ansible", where, digest[:12])
+            await report(progress_callback, "already configured: nothing to do")
+            return ConfigureResult(config_hash=digest, skipped=True)
+
+        run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=self.work_dir or None))
+        # SSH control sockets need a short path (a Unix socket path has ~100 bytes at most)
+        control_dir = Path(tempfile.mkdtemp(prefix="ansible-cp-"))
+        try:
+            await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials, wheel_dir, extravars)
+            self.log.info("Configuring %s with %s", where, playbook_file)
+            stats = await self._run(
+                run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback
+            )
+        finally:
+            await self._stop_control_masters(control_dir)
+            await asyncio.to_thread(shutil.rmtree, run_dir, True)
+            await asyncio.to_thread(shutil.rmtree, control_dir, True)
+        changed = sum(stats.get("changed", {}).values())
+        self.log.info("Configured %s: %s changed", where, changed)
+        return ConfigureResult(
+            config_hash=digest,
+            changed=changed,
+            stats={k: sum(v.values()) for k, v in stats.items() if isinstance(v, dict)},
+        )
+
+    def _prepare_run_dir(self, run_dir: Path, machine, credentials, wheel_dir, extravars) -> None:
+        """Known hosts, empty ansible.cfg and wheel archive in the private run directory."""
+        os.chmod(run_dir, 0o700)
+        (run_dir / "known_hosts").write_text(credentials.known_hosts_line(machine.host, machine.port))
+        (run_dir / "ansible.cfg").write_text("")
+        for sub in ("home", "tmp"):
+            (run_dir / sub).mkdir(mode=0o700)
+        if wheel_dir is not None:
+            archive = run_dir / "wheels.tar"
+            with tarfile.open(archive, "w") as tar:
+                for wheel in sorted(wheel_dir.glob("*.whl")):
+                    tar.add(wheel, arcname=wheel.name)
+            extravars["notebook_env_wheel_archive"] = str(archive)
+
+    def _environment(self, run_dir: Path, control_dir: Path, root: Path) -> dict:
+        env = {k: "" for k in os.environ if k not in ENV_ALLOWLIST}
+        bin_dir = str(Path(sys.executable).parent)
+        env.update(
+            PATH=os.pathsep.join([bin_dir, os.environ.get("PATH", os.defpath)]),
+            LANG="C.UTF-8",
+            LC_ALL="C.UTF-8",
+            ANSIBLE_CONFIG=str(run_dir / "ansible.cfg"),
+            ANSIBLE_HOME=str(run_dir / "home"),
+            ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"),
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir),
+            ANSIBLE_ROLES_PATH=str(root / "roles"),
+            ANSIBLE_HOST_KEY_CHECKING="True",
+            ANSIBLE_PIPELINING="True",
+            ANSIBLE_TIMEOUT="30",
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_SSH_RETRIES="2",
+        )
+        return env
+
+    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback) -> dict:
+        """Run ansible-playbook in the thread pool, relaying task events; return its stats."""
+        import ansible_runner
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+        where = f"{machine.host}:{machine.port}"
+
+        def on_event(event):  # called in the runner's thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+            return True
+
+        def run():
+            try:
+                return ansible_runner.run(
+                    private_data_dir=str(run_dir),
+                    project_dir=str(root),
+                    playbook=str(playbook_file),
+                    inventory=build_inventory(
+                        machine, credentials.client_key_path, run_dir / "known_hosts", self.remote_python
+                    ),
+                    extravars=extravars,
+                    envvars=self._environment(run_dir, control_dir, root),
+                    quiet=True,
+                    suppress_env_files=True,
+                    timeout=int(self.timeout),
+                    event_handler=on_event,
+                    cancel_callback=cancelled.is_set,
+                )
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, None)
+
+        job = loop.run_in_executor(self._pool(), run)
+        failure = None
+        stats: dict = {}
+        last_task = None
+        try:
+            while (event := await events.get()) is not None:
+                kind = event.get("event", "")
+                if kind == "playbook_on_stats":
+                    stats = {
+                        k: v for k, v in event.get("event_data", {}).items()
+                        if k in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+                    }
+                message = event_message(event)
+                if message is None:
+                    continue
+                last_task = event.get("event_data", {}).get("task")
+                await report(progress_callback, message)
+                ignored = event.get("event_data", {}).get("ignore_errors")
+                if kind in ("runner_on_failed", "runner_on_unreachable") and not ignored and failure is None:
+                    failure = event
+            runner = await job
+        except asyncio.CancelledError:
+            cancelled.set()  # the runner stops ansible-playbook at its next check
+            await asyncio.gather(asyncio.shield(job), return_exceptions=True)
+            raise
+        except Exception as e:  # ansible-runner could not start the run
+            raise ConfigurerError(f"could not run ansible-playbook for {where}: {e}") from e
+        if runner.status == "successful" and runner.rc == 0:
+            return stats
+        if failure is not None:
+            task = failure.get("event_data", {}).get("task", "?")
+            raise ConfigurerError(
+                f"configuring {where} failed at task '{task}': {failure_message(failure)}"
+            )
+        if runner.status == "timeout":
+            raise ConfigurerError(
+                f"configuring {where} took longer than {self.timeout:.0f}s (last task: {last_task or 'none'})"
+            )
+        tail = ""
+        try:
+            tail = "\n".join(runner.stdout.read().strip().splitlines()[-5:])
+        except Exception:  # no stdout file: the process did not start
+            pass
+        raise ConfigurerError(
+            f"configuring {where} failed ({runner.status}, exit code {runner.rc}): {tail or 'no output'}"
+        )
+
+    async def _stop_control_masters(self, control_dir: Path) -> None:
+        """Tell any SSH control master that Ansible left running to exit (bounded wait)."""
+        for sock in control_dir.glob("*"):
+            proc = await asyncio.create_subprocess_exec(
+                "ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "machine",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()

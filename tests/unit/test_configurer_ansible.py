@@ -1,0 +1,185 @@
+"""AnsibleConfigurer pieces that need no machine: inventory, hashing, progress text, variables,
+environment scrubbing, the skip by hash."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
+from multiplespawner.configurers import ansible as mod
+from multiplespawner.credentials import ServerCredentials
+from multiplespawner.providers.base import Machine
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHost"
+CLIENT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIClientKeyClientKeyClientKeyClientKeyCl jupyterhub-alice"
+
+
+@pytest.fixture
+def machine():
+    return Machine(id="c0ffee/1", provider="docker", host="127.0.0.1", port=2201, ssh_user="admin",
+                   host_public_key=HOST_KEY)
+
+
+@pytest.fixture
+def credentials(tmp_path):
+    return ServerCredentials(directory=tmp_path, client_public_key=CLIENT_KEY, host_public_key=HOST_KEY)
+
+
+def test_inventory_pins_the_host_key_and_uses_only_the_server_key(machine, tmp_path):
+    inventory = mod.build_inventory(machine, tmp_path / "id_ed25519", tmp_path / "known_hosts", "/usr/bin/python3")
+    (alias, host), = inventory["all"]["hosts"].items()
+    assert alias == "c0ffee-1"
+    assert host["ansible_host"] == "127.0.0.1"
+    assert host["ansible_port"] == 2201
+    assert host["ansible_user"] == "admin"
+    assert host["ansible_ssh_private_key_file"] == str(tmp_path / "id_ed25519")
+    args = host["ansible_ssh_common_args"]
+    for option in (
+        "-F /dev/null", f"UserKnownHostsFile={tmp_path / 'known_hosts'}", "GlobalKnownHostsFile=/dev/null",
+        "StrictHostKeyChecking=yes", "HostKeyAlgorithms=ssh-ed25519", "IdentitiesOnly=yes",
+        "IdentityAgent=none", "PasswordAuthentication=no",
+    ):
+        assert option in args
+
+
+def test_known_hosts_file_holds_only_the_pinned_key(machine, credentials, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    extravars = {}
+    AnsibleConfigurer()._prepare_run_dir(run_dir, machine, credentials, None, extravars)
+    assert (run_dir / "known_hosts").read_text() == f"[127.0.0.1]:2201 {HOST_KEY}\n"
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    assert extravars == {}
+
+
+def test_wheel_archive_is_made_in_the_run_dir(machine, credentials, tmp_path):
+    import tarfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "a-1-py3-none-any.whl").write_bytes(b"a")
+    (wheels / "notes.txt").write_text("not a wheel")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    extravars = {}
+    AnsibleConfigurer()._prepare_run_dir(run_dir, machine, credentials, wheels, extravars)
+    with tarfile.open(extravars["notebook_env_wheel_archive"]) as tar:
+        assert tar.getnames() == ["a-1-py3-none-any.whl"]
+    assert Path(extravars["notebook_env_wheel_archive"]).parent == run_dir
+
+
+@pytest.mark.parametrize(
+    "event, text",
+    [
+        ({"event": "runner_on_ok", "event_data": {"task": "Create the notebook user", "res": {"changed": True}}},
+         "TASK [Create the notebook user] changed"),
+        ({"event": "runner_on_ok", "event_data": {"task": "List packages", "res": {"changed": False}}},
+         "TASK [List packages] ok"),
+        ({"event": "runner_on_skipped", "event_data": {"task": "Grant passwordless sudo"}},
+         "TASK [Grant passwordless sudo] skipped"),
+        ({"event": "runner_on_failed", "event_data": {"task": "X", "res": {}}}, "TASK [X] failed"),
+        ({"event": "runner_on_failed", "event_data": {"task": "X", "res": {}, "ignore_errors": True}},
+         "TASK [X] failed (ignored)"),
+        ({"event": "runner_on_unreachable", "event_data": {"task": "X", "res": {}}}, "TASK [X] unreachable"),
+        ({"event": "playbook_on_task_start", "event_data": {"task": "X"}}, None),
+        ({"event": "verbose", "stdout": "secret stuff"}, None),
+    ],
+)
+def test_event_to_progress_text(event, text):
+    assert mod.event_message(event) == text
+
+
+def test_failure_message_prefers_msg_then_stderr_and_is_bounded():
+    event = {"event_data": {"res": {"msg": "non-zero return code", "stderr": "No such file: /nonexistent"}}}
+    assert mod.failure_message(event) == "non-zero return code: No such file: /nonexistent"
+    long = {"event_data": {"res": {"msg": "x" * 5000}}}
+    assert len(mod.failure_message(long)) == 600
+    assert mod.failure_message({"event_data": {"res": None}}) == "no message"
+
+
+def test_hash_changes_with_host_key_playbooks_variables_and_wheels(machine):
+    base = mod.config_hash(machine, "p1", {"a": 1, "b": [1, 2]}, [["w.whl", 3]])
+    assert base == mod.config_hash(machine, "p1", {"b": [1, 2], "a": 1}, [["w.whl", 3]])
+    other_key = Machine(**{**machine.to_state(), "host_public_key": "ssh-ed25519 BBBB"})
+    other_port = Machine(**{**machine.to_state(), "port": 2202})
+    assert len({
+        base,
+        mod.config_hash(other_key, "p1", {"a": 1, "b": [1, 2]}, [["w.whl", 3]]),
+        mod.config_hash(other_port, "p1", {"a": 1, "b": [1, 2]}, [["w.whl", 3]]),
+        mod.config_hash(machine, "p2", {"a": 1, "b": [1, 2]}, [["w.whl", 3]]),
+        mod.config_hash(machine, "p1", {"a": 2, "b": [1, 2]}, [["w.whl", 3]]),
+        mod.config_hash(machine, "p1", {"a": 1, "b": [1, 2]}, [["w.whl", 4]]),
+        mod.config_hash(machine, "p1", {"a": 1, "b": [1, 2]}, None),
+    }) == 7
+
+
+def test_tree_digest_sees_content_and_names(tmp_path):
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "main.yml").write_text("a")
+    first = mod.tree_digest(tmp_path)
+    (tmp_path / "roles" / "main.yml").write_text("b")
+    second = mod.tree_digest(tmp_path)
+    (tmp_path / "roles" / "main.yml").rename(tmp_path / "roles" / "other.yml")
+    assert len({first, second, mod.tree_digest(tmp_path)}) == 3
+
+
+def test_variables_precedence_and_the_authorized_key_comes_from_the_credentials(credentials):
+    configurer = AnsibleConfigurer(
+        variables={"notebook_env_path": "/opt/nb", "notebook_user_sudo": False},
+        notebook_packages=["jupyterhub==9.9"], index_url="https://pypi.example/simple",
+    )
+    merged = configurer.playbook_variables(
+        credentials, {"notebook_user_name": "alice", "notebook_user_sudo": True,
+                      "notebook_user_authorized_key": "ssh-ed25519 AAAA attacker"},
+    )
+    assert merged == {
+        "notebook_env_packages": ["jupyterhub==9.9"],
+        "notebook_env_index_url": "https://pypi.example/simple",
+        "notebook_env_path": "/opt/nb",
+        "notebook_user_name": "alice",
+        "notebook_user_sudo": True,
+        "notebook_user_authorized_key": CLIENT_KEY,
+    }
+
+
+def test_default_packages_pin_the_hubs_jupyterhub():
+    from importlib.metadata import version
+
+    assert AnsibleConfigurer().notebook_packages[0] == f"jupyterhub=={version('jupyterhub')}"
+
+
+def test_environment_blanks_the_hubs_secrets(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "secret-token")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
+    monkeypatch.setenv("ANSIBLE_CONFIG", "/etc/evil.cfg")
+    env = AnsibleConfigurer()._environment(tmp_path / "run", tmp_path / "cp", tmp_path / "playbooks")
+    assert env["JUPYTERHUB_API_TOKEN"] == ""
+    assert env["SSH_AUTH_SOCK"] == ""
+    assert env["ANSIBLE_CONFIG"] == str(tmp_path / "run" / "ansible.cfg")
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env["PATH"].startswith(os.path.dirname(os.sys.executable))
+    assert "secret-token" not in env.values()
+
+
+async def test_matching_previous_hash_skips_without_running(machine, credentials, tmp_path):
+    configurer = AnsibleConfigurer(work_dir=str(tmp_path / "work"))
+    messages = []
+
+    async def progress(message):
+        messages.append(message)
+
+    digest = mod.config_hash(
+        machine, mod.tree_digest(configurer._playbook_root()), configurer.playbook_variables(credentials, {"x": 1}), None
+    )
+    result = await configurer.configure(machine, credentials, {"x": 1}, progress, previous_hash=digest)
+    assert result.skipped and result.config_hash == digest and result.changed == 0
+    assert messages == ["already configured: nothing to do"]
+    assert not (tmp_path / "work").exists()  # nothing was prepared
+
+
+async def test_missing_playbook_or_wheel_dir_is_a_clear_error(machine, credentials, tmp_path):
+    with pytest.raises(ConfigurerError, match="playbook .*nope.yml does not exist"):
+        await AnsibleConfigurer(playbook="nope.yml").configure(machine, credentials, {})
+    with pytest.raises(ConfigurerError, match="wheel directory .* does not exist"):
+        await AnsibleConfigurer(wheel_dir=str(tmp_path / "missing")).configure(machine, credentials, {})
