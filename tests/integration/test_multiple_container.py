@@ -33,7 +33,7 @@ c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
     hub.create_user("ann")
     hub.spawn("ann", user_options={"template": "box", "cpu": 1, "memory_mb": 512}, timeout=180)
     state = hub.user("ann")["servers"][""]["state"]
-    container_id = state["child_state"]["container_id"]
+    container_id = state["child_state"]["object_id"]
     attrs = docker_engine.containers.get(container_id).attrs
     assert attrs["HostConfig"]["Memory"] == 512 * 1024 * 1024
     assert attrs["HostConfig"]["NanoCpus"] or attrs["HostConfig"]["CpuQuota"]
