@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.docker_engine",
     "tests.fixtures.nginx",
+    "tests.fixtures.moto",
 ]
 
 _KINDS = ("unit", "integration", "e2e")
