@@ -63,6 +63,25 @@ class EntryResult:
     values: dict
 
 
+class _CounterState:
+    """One counter as this process sees it: a turn lock and the value it last wrote."""
+
+    def __init__(self):
+        self.lock = asyncio.Lock()
+        self.last: str | None = None
+
+
+_counters: dict[tuple, _CounterState] = {}
+
+
+def _counter_state(settings: Settings, dn: str, name: str) -> _CounterState:
+    key = (settings.url, dn.lower(), name.lower(), asyncio.get_running_loop())
+    state = _counters.get(key)
+    if state is None:
+        state = _counters[key] = _CounterState()
+    return state
+
+
 class EntrySetup:
     """One run of the hook for one spawner (see the module docstring)."""
 
@@ -232,24 +251,34 @@ class EntrySetup:
         return values, allocations
 
     async def _increment(self, dn: str, name: str, found: list) -> tuple[str, str]:
-        """Atomically move counter ``dn``/``name`` from its current value to +1; return both."""
+        """Atomically move counter ``dn``/``name`` from its current value to +1; return both.
+
+        Within this process allocations from one counter take turns (so concurrent spawns do
+        not race each other) and start from the value this process last wrote; the
+        delete-old/add-new modify still fails if anyone else moved the counter, and then the
+        value is read again after a jittered, growing delay.
+        """
+        state = _counter_state(self.client.settings, dn, name)
         first, longest = self.ldap.counter_backoff
-        current = found
-        for attempt in range(self.ldap.counter_max_attempts):
-            if len(current) != 1 or not re.fullmatch(r"-?\d+", current[0]):
-                raise LDAPConfigError(f"counter {name} of {dn} is {current}, not one integer")
-            old = current[0]
-            new = str(int(old) + 1)
-            try:
-                await self.client.modify(dn, {name: [(MODIFY_DELETE, [old]), (MODIFY_ADD, [new])]})
-                return old, new
-            except DirectoryResultError as e:
-                if e.result != "noSuchAttribute":
-                    raise
-            # another spawn moved the counter: wait a random share of a growing delay, re-read
-            await asyncio.sleep(random.uniform(0, min(longest, first * 2**attempt)))
-            entries = await self.client.search(dn, "(objectClass=*)", [name], scope=BASE)
-            current = entries[0].attributes.get(name, []) if entries else []
+        async with state.lock:
+            current = [state.last] if state.last is not None else found
+            for attempt in range(self.ldap.counter_max_attempts):
+                if len(current) != 1 or not re.fullmatch(r"-?\d+", current[0]):
+                    raise LDAPConfigError(f"counter {name} of {dn} is {current}, not one integer")
+                old = current[0]
+                new = str(int(old) + 1)
+                try:
+                    await self.client.modify(dn, {name: [(MODIFY_DELETE, [old]), (MODIFY_ADD, [new])]})
+                    state.last = new
+                    return old, new
+                except DirectoryResultError as e:
+                    if e.result != "noSuchAttribute":
+                        raise
+                state.last = None
+                self.log.debug("LDAP: counter %s of %s moved past %s; reading it again", name, dn, old)
+                await asyncio.sleep(random.uniform(0, min(longest, first * 2**attempt)))
+                entries = await self.client.search(dn, "(objectClass=*)", [name], scope=BASE)
+                current = entries[0].attributes.get(name, []) if entries else []
         raise CounterContention(
             f"counter {name} of {dn} changed under {self.ldap.counter_max_attempts} attempts in a row"
         )
@@ -257,6 +286,7 @@ class EntrySetup:
     async def _undo(self, allocations) -> None:
         """Give allocated counter values back if nobody has taken a later one (best effort)."""
         for dn, name, old, new in reversed(allocations):
+            _counter_state(self.client.settings, dn, name).last = None
             try:
                 await self.client.modify(dn, {name: [(MODIFY_DELETE, [new]), (MODIFY_ADD, [old])]})
                 self.log.info("LDAP: returned %s=%s to counter %s", name, new, dn)
