@@ -120,7 +120,8 @@ async def test_ssh_machine_login_with_pinned_host_key(docker_run, ssh_machine_im
 
 
 async def test_ssh_machine_generated_host_key_and_admin_user(docker_run, ssh_machine_image, tmp_path):
-    """No host key given: the generated one is logged and pinnable; MACHINE_USER gets sudo."""
+    """No host key given: the generated one is logged, pinnable and kept across restarts;
+    MACHINE_USER gets passwordless sudo."""
     _, client_key = _machine_keys()
     machine_dir = tmp_path / "machine"
     machine_dir.mkdir(mode=0o700)
@@ -142,6 +143,20 @@ async def test_ssh_machine_generated_host_key_and_admin_user(docker_run, ssh_mac
     ) as conn:
         result = await conn.run("id -un && sudo -n id -un", check=True)
     assert result.stdout.split() == ["admin", "root"]
+
+    # a restart keeps the generated key, so the pin stays valid
+    listening = logs.count("Server listening on")
+    container.restart(timeout=5)
+    deadline = time.monotonic() + 30
+    while (logs := container.logs().decode()).count("Server listening on") <= listening:
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.2)
+    keys = {line for line in logs.splitlines() if line.startswith("machine-host-key: ")}
+    assert keys == {f"machine-host-key: {logged[0]}"}
+    async with asyncssh.connect(
+        "127.0.0.1", port, username="admin", client_keys=[client_key], known_hosts=known_hosts
+    ) as conn:
+        assert (await conn.run("id -un", check=True)).stdout.strip() == "admin"
 
 
 def test_cpu_and_memory_limits_reach_the_cgroup(docker_run, ssh_machine_image):

@@ -5,7 +5,7 @@
 # Host key (ed25519), first found wins:
 #   MACHINE_SSH_HOST_KEY   the private key text (OpenSSH format)
 #   /etc/machine/ssh_host_ed25519_key   a mounted file
-#   otherwise a fresh key is generated.
+#   otherwise a key generated at the first start (kept across restarts).
 # Either way the public key is printed as "machine-host-key: <key>" to the container log.
 #
 # Login keys:
@@ -16,13 +16,13 @@ set -eu
 umask 077
 
 key=/etc/ssh/ssh_host_ed25519_key
-rm -f "$key" "$key.pub"
 if [ -n "${MACHINE_SSH_HOST_KEY:-}" ]; then
     printf '%s\n' "$MACHINE_SSH_HOST_KEY" > "$key"
 elif [ -f /etc/machine/ssh_host_ed25519_key ]; then
     cat /etc/machine/ssh_host_ed25519_key > "$key"
-else
-    ssh-keygen -q -t ed25519 -N '' -C '' -f "$key"
+elif [ ! -s "$key" ]; then
+    # first start without a given key; a restarted container keeps the key it generated
+    ssh-keygen -q -t ed25519 -N '' -C '' -f "$key" </dev/null
 fi
 unset MACHINE_SSH_HOST_KEY
 chmod 600 "$key"
