@@ -14,14 +14,31 @@ Environment overrides (for tests and for running a second hub beside the first):
 import asyncio
 import os
 import pwd
+import re
 import secrets
+import subprocess
 from pathlib import Path
 
 c = get_config()  # noqa: F821
 
 state = Path.cwd()
 c.JupyterHub.bind_url = os.environ.get("QUICKSTART_URL", "http://127.0.0.1:8000")
-c.JupyterHub.hub_ip = "127.0.0.1"
+
+
+def docker_bridge_ip():
+    """The Docker bridge's address on this machine, or None without Docker."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+    return match.group(1) if match else None
+
+
+# Notebook containers reach the hub API over the Docker bridge; without Docker it stays on
+# loopback. (Start Docker before the hub for the container template to work.)
+c.JupyterHub.hub_ip = docker_bridge_ip() or "127.0.0.1"
 c.JupyterHub.hub_port = int(os.environ.get("QUICKSTART_HUB_PORT", "8081"))
 c.ConfigurableHTTPProxy.api_url = (
     f"http://127.0.0.1:{os.environ.get('QUICKSTART_PROXY_API_PORT', '8001')}"
