@@ -7,5 +7,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${SUITE_VENV:-/opt/jupyterhub-multiplespawner/venv}"
 cd "$here"
 bash scripts/install.sh test
+echo "== building the container images (cached by content hash)"
+"$venv/bin/python" -m images build notebook ssh-machine
 echo "== running the test suite"
 exec "$venv/bin/python" -m pytest "$@"
