@@ -8,11 +8,14 @@ under ``org.jupyterhub-multiplespawner.machine.*`` what they need to rebuild the
 ``Provider.list(hub_id)`` selects on :data:`HUB_LABEL`.
 
 Host key: the machine presents ``MachineSpec.host_key_private``; the caller pins its public half.
+Machines that boot with cloud-init get both keys and the login account through
+:func:`cloud_init_user_data`.
 """
 
 from __future__ import annotations
 
 import asyncssh
+import yaml
 
 from .base import LABEL_PREFIX, MachineSpec, ProviderError
 
@@ -21,6 +24,9 @@ HUB_LABEL = f"{LABEL_PREFIX}.hub"
 _INTERNAL = f"{LABEL_PREFIX}.machine."
 #: longest key and value every supported store accepts (EC2 tags: 128 / 256 characters)
 _MAX_KEY, _MAX_VALUE = 128, 256
+#: cloud-init ``ssh_keys`` names by OpenSSH key type
+_CLOUD_INIT_KEY_TYPES = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa",
+                         "ecdsa-sha2-nistp384": "ecdsa", "ecdsa-sha2-nistp521": "ecdsa"}
 
 
 def check_labels(labels: dict) -> None:
@@ -69,3 +75,34 @@ def public_host_key(host_key_private: str) -> str:
     except (asyncssh.KeyImportError, ValueError) as e:
         raise ProviderError(f"the machine's host key is not a valid unencrypted private key: {e}") from e
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+def cloud_init_user_data(ssh_user: str, authorized_key: str, host_key_private: str, host_public_key: str) -> str:
+    """``#cloud-config`` user data: one login account with one key, and a fixed host key.
+
+    cloud-init deletes the image's host keys, generates none, and installs the given one; the
+    default user of the image is not created and root logins are disabled.
+    """
+    key_type = _CLOUD_INIT_KEY_TYPES.get(host_public_key.split()[0])
+    if key_type is None:
+        raise ProviderError(f"cloud-init cannot install a {host_public_key.split()[0]} host key")
+    config = {
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {
+            f"{key_type}_private": host_key_private.strip() + "\n",
+            f"{key_type}_public": host_public_key,
+        },
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "users": [
+            {
+                "name": ssh_user,
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                "ssh_authorized_keys": [authorized_key.strip()],
+            }
+        ],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)

@@ -38,18 +38,15 @@ import logging
 import math
 import threading
 
-import yaml
-
 from .base import LABEL_PREFIX, Machine, MachineSpec, Provider, ProviderError, wait_for_ssh
-from .identity import HUB_LABEL, check_labels, internal_label, machine_labels, public_host_key, spec_labels
+from .identity import (
+    HUB_LABEL, check_labels, cloud_init_user_data, internal_label, machine_labels, public_host_key, spec_labels,
+)
 
 #: ``size.extra`` keys drivers use for the number of virtual CPUs and of GPUs
 _CPU_KEYS = ("vcpu", "vcpus", "cpu", "cpus", "guestCpus", "numberOfCores")
 _GPU_KEYS = ("gpu", "gpus", "gpu_count", "gpuCount")
 _ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
-#: cloud-init ``ssh_keys`` names by OpenSSH key type
-_CLOUD_INIT_KEY_TYPES = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa",
-                         "ecdsa-sha2-nistp384": "ecdsa", "ecdsa-sha2-nistp521": "ecdsa"}
 
 
 # -- choosing a size -------------------------------------------------------------------------
@@ -128,40 +125,6 @@ def choose_size(sizes, resources, allowed=None, architecture=None):
             f"of memory and {resources.gpus} GPUs; choose fewer resources"
         )
     return min(candidates, key=lambda c: c[0])[1]
-
-
-# -- cloud-init --------------------------------------------------------------------------------
-
-
-def cloud_init_user_data(ssh_user: str, authorized_key: str, host_key_private: str, host_public_key: str) -> str:
-    """``#cloud-config`` user data: one login account with one key, and a fixed host key.
-
-    cloud-init deletes the image's host keys, generates none, and installs the given one; the
-    default user of the image is not created and root logins are disabled.
-    """
-    key_type = _CLOUD_INIT_KEY_TYPES.get(host_public_key.split()[0])
-    if key_type is None:
-        raise ProviderError(f"cloud-init cannot install a {host_public_key.split()[0]} host key")
-    config = {
-        "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
-        "ssh_keys": {
-            f"{key_type}_private": host_key_private.strip() + "\n",
-            f"{key_type}_public": host_public_key,
-        },
-        "disable_root": True,
-        "ssh_pwauth": False,
-        "users": [
-            {
-                "name": ssh_user,
-                "shell": "/bin/bash",
-                "lock_passwd": True,
-                "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                "ssh_authorized_keys": [authorized_key.strip()],
-            }
-        ],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
 def node_tags(node) -> dict:

@@ -180,3 +180,15 @@ async def test_destroy_refuses_nodes_it_did_not_make(provider, ec2, image_id):
         assert state["Name"] in ("pending", "running")
     finally:
         ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+async def test_libcloud_calls_stay_off_the_event_loop(provider, ec2, hub_id, image_id):
+    from benchmarks.common import StallMonitor
+
+    spec, _ = make_spec(hub_id, image_id)
+    async with StallMonitor() as monitor:
+        machine = await provider.create(spec)
+        await provider.list(hub_id)
+        await provider.destroy(machine.id)
+    assert monitor.max_stall_ms < 250, monitor.max_stall_ms
+    assert instances(ec2, hub_id) == []

@@ -10,10 +10,10 @@ from multiplespawner.providers import MachineSpec, Provider, ProviderError, Reso
 from multiplespawner.providers.base import LABEL_PREFIX
 from multiplespawner.providers.docker import DockerProvider
 from multiplespawner.providers.identity import (
-    HUB_LABEL, check_labels, internal_label, machine_labels, public_host_key, spec_labels,
+    HUB_LABEL, check_labels, cloud_init_user_data, internal_label, machine_labels, public_host_key, spec_labels,
 )
 from multiplespawner.providers.libcloud import (
-    LibcloudProvider, choose_size, cloud_init_user_data, image_architecture, size_architecture, size_cpus,
+    LibcloudProvider, choose_size, image_architecture, size_architecture, size_cpus,
     size_gpus,
 )
 from multiplespawner.providers.registry import available, make_provider, provider_class
