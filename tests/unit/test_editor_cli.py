@@ -1,5 +1,6 @@
 """multiplespawner-templates on a catalogue directory: list, show, validate, diff, apply."""
 
+import json
 
 import yaml
 
