@@ -322,6 +322,8 @@ class AnsibleConfigurer(Configurer):
             ANSIBLE_HOME=str(run_dir / "home"),
             ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"),
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir),
+            # Ansible's default minus -C: compressing wheels (already zip files) only costs CPU
+            ANSIBLE_SSH_ARGS="-o ControlMaster=auto -o ControlPersist=60s",
             ANSIBLE_ROLES_PATH=str(root / "roles"),
             ANSIBLE_HOST_KEY_CHECKING="True",
             ANSIBLE_PIPELINING="True",
