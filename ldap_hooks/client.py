@@ -94,6 +94,8 @@ class LDAPClient:
         self._lock = threading.Lock()
         self._closed = False
         self._object_classes: frozenset[str] | None = None
+        self._schema_generation = 0
+        self._schema_lock: tuple | None = None
 
     # ---- connections (worker threads only) -----------------------------------------------------
     def _connect(self) -> ldap3.Connection:
@@ -208,21 +210,32 @@ class LDAPClient:
         await self._call(lambda conn: conn.modify(dn, changes))
 
     async def object_classes(self, refresh: bool = False) -> frozenset[str]:
-        """Lower-case names of every object class in the server's schema (cached; ``refresh``
-        reads it again)."""
-        if self._object_classes is None or refresh:
-            root = await self.search("", "(objectClass=*)", ["subschemaSubentry"], scope=ldap3.BASE)
-            found = root[0].attributes.get("subschemaSubentry") if root else None
-            schema = await self.search(
-                found[0] if found else "cn=Subschema", "(objectClass=subschema)",
-                ["objectClasses"], scope=ldap3.BASE,
-            )
-            names = set()
-            for definition in schema[0].attributes.get("objectClasses", []) if schema else []:
-                for single, several in _OC_NAMES.findall(definition):
-                    names.update(n.lower() for n in (single or several.replace("'", " ")).split())
-            self._object_classes = frozenset(names)
+        """Lower-case names of every object class in the server's schema.
+
+        Read once and cached; ``refresh`` reads it again. Concurrent callers share one read.
+        """
+        loop = asyncio.get_running_loop()
+        if self._schema_lock is None or self._schema_lock[0] is not loop:
+            self._schema_lock = (loop, asyncio.Lock())
+        generation = self._schema_generation
+        async with self._schema_lock[1]:
+            if self._object_classes is None or (refresh and generation == self._schema_generation):
+                self._object_classes = await self._read_object_classes()
+                self._schema_generation += 1
         return self._object_classes
+
+    async def _read_object_classes(self) -> frozenset[str]:
+        root = await self.search("", "(objectClass=*)", ["subschemaSubentry"], scope=ldap3.BASE)
+        found = root[0].attributes.get("subschemaSubentry") if root else None
+        schema = await self.search(
+            found[0] if found else "cn=Subschema", "(objectClass=subschema)",
+            ["objectClasses"], scope=ldap3.BASE,
+        )
+        names = set()
+        for definition in schema[0].attributes.get("objectClasses", []) if schema else []:
+            for single, several in _OC_NAMES.findall(definition):
+                names.update(n.lower() for n in (single or several.replace("'", " ")).split())
+        return frozenset(names)
 
     def close(self) -> None:
         """Unbind idle connections and stop the workers (in-flight operations finish first)."""

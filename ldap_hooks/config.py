@@ -237,8 +237,11 @@ class LDAP(LoggingConfigurable):
                     setattr(self, name, copy.deepcopy(value))
 
     @classmethod
-    def _adopt_class_values(cls):
-        """Move published-style class attributes into ``_class_values`` and restore the traits."""
+    def _adopt_class_values(cls) -> bool:
+        """Move published-style class attributes into ``_class_values`` and restore the traits.
+
+        Returns whether any class attribute was set since the last call."""
+        adopted = False
         for klass in cls.__mro__:
             option_traits = klass.__dict__.get("_option_traits", {})
             for name, trait in option_traits.items():
@@ -246,6 +249,8 @@ class LDAP(LoggingConfigurable):
                 if value is not trait:
                     klass._class_values[name] = value
                     setattr(klass, name, trait)
+                    adopted = True
+        return adopted
 
     # ---- validation ------------------------------------------------------------------------------
     @validate("object_attributes")

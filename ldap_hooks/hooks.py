@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import random
 import re
+import weakref
 from dataclasses import dataclass
 
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE
@@ -311,6 +312,26 @@ class EntrySetup:
             setattr(self.spawner, name, value)
 
 
+_options: dict[int, tuple[weakref.ref, LDAP]] = {}
+
+
+def ldap_options(config) -> LDAP:
+    """The ``LDAP`` options for a hub's config object.
+
+    Made once per config object (loading and validating them costs milliseconds of event-loop
+    time, which a burst of spawns would pay in one go) and made again after published-style
+    class attributes change. The instance is shared: nothing may modify it.
+    """
+    if LDAP._adopt_class_values():
+        _options.clear()
+    cached = _options.get(id(config))
+    if cached is not None and cached[0]() is config:
+        return cached[1]
+    ldap = LDAP(config=config)
+    _options[id(config)] = (weakref.ref(config), ldap)
+    return ldap
+
+
 async def setup_ldap_entry_hook(spawner) -> EntryResult:
     """Pre-spawn hook: find or create ``spawner.user``'s LDAP entry (``c.Spawner.pre_spawn_hook``).
 
@@ -319,7 +340,7 @@ async def setup_ldap_entry_hook(spawner) -> EntryResult:
     """
     try:
         try:
-            ldap = LDAP(parent=spawner)
+            ldap = ldap_options(spawner.config)
         except TraitError as e:
             raise LDAPConfigError(str(e)) from e
         return await EntrySetup(ldap, spawner).run()
