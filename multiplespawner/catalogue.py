@@ -10,7 +10,8 @@ A catalogue is built from one or more files (or directories of ``*.json``, ``*.y
 (the last two are the thesis format). Every file is validated against
 ``schema/catalogue.schema.json``; then the merged catalogue is checked as a whole (unique
 template names, a deployment for every provider a template names, defaults inside their bounds,
-known placeholders). Every problem is reported as ``file: at path: problem``.
+known placeholders, a spawner class that imports). Every problem is reported as
+``file: at path: problem``.
 
 :class:`CatalogueSource` hands out the current catalogue and reloads it when a file changes.
 """
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -287,12 +289,51 @@ def _bound_problems(spec: dict, filename: str, path: list) -> list[Problem]:
     return problems
 
 
+_SPAWNER_CLASSES: dict[str, type] = {}
+_SPAWNER_CLASSES_LOCK = threading.Lock()
+
+
+def spawner_class(name: str) -> type:
+    """The Spawner class a template's ``spawner.class`` names (dotted path or entry point).
+
+    Blocking: the first call for a name imports the class's module (dockerspawner pulls in
+    docker-py, kubespawner the Kubernetes client), so call it from a worker thread, as the
+    catalogue reload does. Classes that resolved are cached for the process; failures are
+    not, so installing the missing package and touching the catalogue fixes a template.
+    Raises ``ValueError`` saying why the class cannot be used.
+    """
+    with _SPAWNER_CLASSES_LOCK:
+        cls = _SPAWNER_CLASSES.get(name)
+        if cls is not None:
+            return cls
+        # imported here: the spawner module imports this one
+        from .spawner import TemplateError, spawner_class_for
+
+        try:
+            cls = spawner_class_for(name)
+        except TemplateError as e:
+            raise ValueError(str(e)) from e
+        except Exception as e:  # an entry point whose module fails to import
+            raise ValueError(f"cannot import spawner class {name!r}: {e}") from e
+        _SPAWNER_CLASSES[name] = cls
+        return cls
+
+
+def _spawner_class_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+    try:
+        spawner_class(spec["spawner"]["class"])
+    except ValueError as e:
+        return [Problem(filename, _json_path(path + ["spawner", "class"]), str(e))]
+    return []
+
+
 def build_catalogue(documents: list[Document]) -> Catalogue:
-    """Merge validated documents (in order) into a Catalogue.
+    """Merge validated documents (in order) into a Catalogue (blocking: imports spawner classes).
 
     Checks what one file alone cannot: template names are unique across files, each provider
     a template names has a deployment of its resource type, defaults lie within their bounds,
-    placeholders are known. Raises :class:`CatalogueError` listing every problem.
+    placeholders are known, the spawner class imports and is a concrete Spawner (see
+    :func:`spawner_class`). Raises :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}
@@ -333,6 +374,7 @@ def build_catalogue(documents: list[Document]) -> Catalogue:
             if "lifetime_minutes" in spec:
                 problems += _bound_problems(spec["lifetime_minutes"], filename, path + ["lifetime_minutes"])
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
+            problems += _spawner_class_problems(spec, filename, path)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename
@@ -360,7 +402,7 @@ def catalogue_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
-    """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads).
+    """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads, imports).
 
     Raises :class:`CatalogueError` for a missing or unreadable file too.
     """

@@ -200,3 +200,73 @@ async def test_first_load_failure_raises(tmp_path):
     source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
     with pytest.raises(CatalogueError, match="not valid JSON"):
         await source.get()
+
+
+def test_spawner_class_that_cannot_be_used_is_a_catalogue_problem(tmp_path):
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [
+        template("fine"),
+        template("gone", spawner={"class": "nowhere_at_all.Spawner"}),
+        template("not-a-spawner", spawner={"class": "json.JSONDecoder"}),
+        template("no-entry-point", spawner={"class": "nosuchspawner"}),
+        template("by-entry-point", resource_type="container", providers=["docker"],
+                 spawner={"class": "docker"}),
+    ]})
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([f])
+    problems = {p.path: p.message for p in info.value.problems}
+    assert all(p.file == str(f) for p in info.value.problems)
+    assert sorted(problems) == ["/templates/1/spawner/class", "/templates/2/spawner/class",
+                                "/templates/3/spawner/class"]
+    assert problems["/templates/1/spawner/class"].startswith(
+        "cannot import spawner class 'nowhere_at_all.Spawner': No module named 'nowhere_at_all'")
+    assert "'json.JSONDecoder' is not a JupyterHub Spawner class" in problems["/templates/2/spawner/class"]
+    assert "no spawner is registered under the name 'nosuchspawner'" in problems["/templates/3/spawner/class"]
+
+
+async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkeypatch, caplog):
+    """A template's class is imported by the reload (a worker thread), once per process."""
+    import sys
+    import threading
+
+    import multiplespawner.catalogue as catalogue_module
+    import multiplespawner.spawner as spawner_module
+
+    monkeypatch.setattr(catalogue_module, "_SPAWNER_CLASSES", {})  # as in a fresh process
+
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "ms_probe_spawner.py").write_text(textwrap.dedent("""
+        import threading
+        from jupyterhub.spawner import LocalProcessSpawner
+        IMPORTED_IN = threading.current_thread()
+        class ProbeSpawner(LocalProcessSpawner):
+            pass
+    """))
+    monkeypatch.syspath_prepend(str(modules))
+    monkeypatch.delitem(sys.modules, "ms_probe_spawner", raising=False)
+    lookups = []
+    real_entry_points = spawner_module.entry_points
+    monkeypatch.setattr(spawner_module, "entry_points",
+                        lambda **kw: (lookups.append(kw["name"]), real_entry_points(**kw))[1])
+
+    probe = template("probe", spawner={"class": "ms_probe_spawner.ProbeSpawner"})
+    by_name = template("by-name", spawner={"class": "localprocess"})
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [probe, by_name]})
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
+    await source.get()
+    assert sys.modules["ms_probe_spawner"].IMPORTED_IN is not threading.main_thread()
+    assert lookups == ["localprocess"]
+
+    # a broken edit: the last good catalogue stays, the problem is reported
+    with caplog.at_level(logging.ERROR):
+        await _touch_write(f, {"deployments": DEPLOYMENTS, "templates": [
+            probe, by_name, template("gone", spawner={"class": "nowhere_at_all.Spawner"})]})
+        kept = await source.get()
+    assert list(kept.templates) == ["probe", "by-name"]
+    assert f"{f}: at /templates/2/spawner/class: cannot import spawner class 'nowhere_at_all.Spawner'" \
+        in str(source.error)
+    assert "cannot import spawner class" in caplog.text
+
+    await _touch_write(f, {"deployments": DEPLOYMENTS, "templates": [probe, by_name, template("t2")]})
+    assert list((await source.get()).templates) == ["probe", "by-name", "t2"]
+    assert lookups == ["localprocess"]  # resolved classes are not looked up again
