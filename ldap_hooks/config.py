@@ -16,7 +16,7 @@ option, so they are validated like any other configuration.
 import copy
 import re
 
-from traitlets import Bool, Dict, Float, Int, List, TraitError, TraitType, Tuple, Unicode, Union, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Tuple, Unicode, Union, validate
 from traitlets.config import LoggingConfigurable
 
 # Where a dynamic attribute takes its value from (published values, kept as-is).

@@ -5,7 +5,6 @@ in-memory hub database); the directory is a private slapd from the ``slapd`` fix
 """
 
 import asyncio
-import os
 
 import pytest
 from cryptography.fernet import Fernet
