@@ -37,6 +37,7 @@ from .catalogue import (
 from .choices import Choice, resolve_choice
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
+from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
@@ -125,6 +126,7 @@ class MultipleSpawner(Spawner):
 
     # ---- state kept in memory (persisted through get_state/load_state) ----------------
     child = None  # the child Spawner of the current server, if any
+    machine = None  # the MachineLease of a bare_metal/virtual_machine server (see machines.py)
     choice: Choice | None = None
     _record: dict | None = None  # what the current server was built from (JSON)
     _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
@@ -249,7 +251,19 @@ class MultipleSpawner(Spawner):
         self.child = self._build_child(cls, kwargs)
         self.start_timeout = self.child.start_timeout
         self.http_timeout = self.child.http_timeout
+        self.machine = lease_for(self, self._orchestrator, t.spec, choice.deployment, choice.resources, values)
+        if self.machine is not None:
+            self.machine.check(cls)
+            self._record["machine_source"] = lease_record(self.machine)
+            if self.machine.kind == POOL:
+                await self.machine.claim_pool_host()  # a full pool refuses the spawn now (503)
+            else:
+                self.start_timeout += self._orchestrator.setup_timeout
         self._event(10, f"Template {t.display_name} (catalogue version {t.version}) on {choice.provider}")
+
+    @property
+    def _orchestrator(self) -> MachineOrchestrator:
+        return MachineOrchestrator(parent=self)
 
     def _placeholder_values(self, choice: Choice) -> dict[str, str]:
         deployment = choice.deployment or {}
@@ -323,11 +337,21 @@ class MultipleSpawner(Spawner):
         self.child.cert_paths = self.cert_paths
         self.child.handler = getattr(self, "handler", None)
         self.child.api_token = self.api_token
+        if self.machine is not None:
+            # create/claim, wait, configure; the child's connection traits go into the record
+            traits = await self.machine.acquire(self._event)
+            record["child_kwargs"].update(traits)
+            for name, value in traits.items():
+                setattr(self.child, name, value)
         self._event(30, f"Starting {type(self.child).__name__}")
         self._child_starting = True
         self._events_changed.set()
         try:
             url = await maybe_future(self.child.start())
+        except BaseException as e:
+            if self.machine is None:
+                raise
+            await self.machine.start_failed(e)  # releases the machine, names the step
         finally:
             self._child_starting = False
         if record.get("lifetime_minutes"):
@@ -346,13 +370,20 @@ class MultipleSpawner(Spawner):
             return 0
         if self._deadline is not None and self._expiry_handle is None:
             self._schedule_expiry()  # state was loaded before the event loop ran
-        return await maybe_future(self.child.poll())
+        status = await maybe_future(self.child.poll())
+        if status is not None and self.machine is not None and not self._spawn_pending:
+            await self.machine.release()  # the hub calls no stop() for a server found gone
+        return status
 
     async def stop(self, now=False):
         """Stop the child (if any) and the session timer."""
         self._cancel_expiry()
-        if self.child is not None:
-            await maybe_future(self.child.stop(now=now))
+        try:
+            if self.child is not None:
+                await maybe_future(self.child.stop(now=now))
+        finally:
+            if self.machine is not None:
+                await self.machine.release()
         self._deadline = None
 
     async def delete_forever(self):
@@ -389,6 +420,8 @@ class MultipleSpawner(Spawner):
             state["multiple"] = dict(self._record, deadline=self._deadline)
         if self.child is not None:
             state["child_state"] = self.child.get_state()
+        if self.machine is not None and self.machine.held:
+            state["machine"] = self.machine.to_state()
         if self._last_child is not None:
             state["last_child"] = self._last_child
         return state
@@ -406,6 +439,12 @@ class MultipleSpawner(Spawner):
             self.child.load_state(state.get("child_state", {}))
             self.start_timeout = self.child.start_timeout
             self.http_timeout = self.child.http_timeout
+        if record.get("machine_source"):
+            self.machine = lease_from_record(self, self._orchestrator, record["machine_source"], state.get("machine"))
+            try:
+                reap_once(self, self._orchestrator)  # first machine-backed server seen at hub start
+            except RuntimeError:
+                pass  # no running loop yet: the first machine creation reaps
         if self._deadline is not None:
             self._schedule_expiry()
 
@@ -415,6 +454,7 @@ class MultipleSpawner(Spawner):
         if self.child is not None:
             self.child.clear_state()
         self.child = None
+        self.machine = None
         self.choice = None
         self._record = None
         self._deadline = None

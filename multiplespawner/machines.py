@@ -1,0 +1,548 @@
+"""Machine-backed servers: a host from a pool, or a machine a provider creates, then CloudSSHSpawner.
+
+Templates of resource type ``bare_metal`` and ``virtual_machine`` run their notebook on a
+machine the hub reaches over SSH. For one server, :class:`MachineLease` does, in order:
+
+1. **create** - ``bare_metal``: claim a host of the deployment's pool that has capacity left
+   (``hosts: [{address, port, username, host_key, capacity}]``); ``virtual_machine``: make a
+   per-server SSH credential (:mod:`.credentials`) and ``provider.create`` a machine from the
+   deployment, the chosen resources and that credential, labelled with hub id, user and server;
+2. **wait** - ``provider.wait_ready``: sshd answers with the pinned host key (pool hosts are not
+   probed: CloudSSHSpawner verifies the pinned key when it connects);
+3. **configure** - if the template has a ``configurer`` (e.g. AnsibleConfigurer): prepare the
+   machine; each task result becomes a progress message on the spawn page; skipped when the
+   configuration hash equals the one recorded for this machine;
+4. **start** - CloudSSHSpawner (the child) connects with the per-server key (pool: the key the
+   template configures), pins the host key and starts ``jupyterhub-singleuser``.
+
+A failure (or cancellation) in any step releases what earlier steps made: the machine is
+destroyed (or the pool host returned) and the credentials are removed; the user sees
+``The <step> step failed: <why>``. ``stop`` and a server found dead by ``poll`` release the same
+way. :meth:`MachineLease.to_state` (JSON, in the spawner state) holds the machine, the
+credential files and the configuration hash: enough to reconnect or clean up after a restart.
+
+Pool allocation is derived, not stored separately: a pool host's users are the servers whose
+spawner state (in the hub database) names it, plus claims made in this hub process that are not
+in the database yet (a spawn in progress). A crashed spawn therefore frees its claim, and a hub
+restart keeps every running server's claim. An asyncio lock makes claims in one process atomic;
+JupyterHub runs one hub process per database.
+
+Orphans: once per hub process, when the first machine-backed server's state is loaded at
+start-up or else before the first machine is created, every provider used by a
+``virtual_machine`` deployment lists the machines labelled with this hub's id; those that no
+server's state names are destroyed and logged. Every machine creation in the process waits for
+that check, so it never sees a machine that is still being made.
+
+Nothing here blocks the event loop: providers and the configurer run blocking work in bounded
+thread pools or subprocesses; the database queries are the hub's own in-memory SQLAlchemy session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+from jupyterhub.spawner import SpawnException
+from tornado.web import HTTPError
+from traitlets import Dict, Float, Unicode, default
+from traitlets.config import LoggingConfigurable
+from traitlets.utils.importstring import import_item
+
+from cloudsshspawner.spawner import CloudSSHSpawner
+
+from .catalogue import resolve_placeholders
+from .credentials import CredentialStore
+from .providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
+from .providers.identity import HUB_LABEL
+from .providers.registry import make_provider
+
+#: resource types whose servers run on a machine reached over SSH
+MACHINE_RESOURCE_TYPES = ("bare_metal", "virtual_machine")
+#: the pseudo-provider name of pool hosts in :class:`Machine` records
+POOL = "pool"
+#: where the shipped playbooks put the notebook environment (roles/notebook_env/defaults)
+DEFAULT_NOTEBOOK_ENV = "/opt/jupyterhub-notebook"
+#: configurer short names
+CONFIGURERS = {"ansible": "multiplespawner.configurers.AnsibleConfigurer"}
+PHASES = ("create", "wait", "configure", "start")
+_LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class MachineStepError(SpawnException):
+    """A step of the machine path failed; the message names the step and the reason."""
+
+    def __init__(self, phase: str, reason: str):
+        self.phase = phase
+        super().__init__(f"The {phase} step failed: {reason}", reason=f"machine_{phase}", status_code=500)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, SpawnException):
+        return error.jupyterhub_message or str(error)
+    text = str(error).strip()
+    return text or type(error).__name__
+
+
+class MachineOrchestrator(LoggingConfigurable):
+    """Operator settings for machine-backed templates (``c.MachineOrchestrator.*``)."""
+
+    hub_id = Unicode(
+        help="""Identifies this hub on the machines it creates (label/tag
+        org.jupyterhub-multiplespawner.hub). Machines with this id that no server owns are
+        destroyed when the hub starts, so give every hub sharing a provider its own id and keep
+        it stable across restarts. Default: the host name and a hash of the hub's working
+        directory.""",
+    ).tag(config=True)
+
+    @default("hub_id")
+    def _default_hub_id(self):
+        digest = hashlib.sha256(os.getcwd().encode()).hexdigest()[:10]
+        return f"{socket.gethostname()[:40]}-{digest}"
+
+    provider_options = Dict(
+        help="""Constructor options per provider name, e.g. {"libcloud": {"driver": "ec2",
+        "key": ..., "secret": ...}, "docker": {"publish_address": "127.0.0.1"}}. Operator
+        secrets belong here (read them from the environment), never in the catalogue.""",
+    ).tag(config=True)
+
+    admin_user = Unicode(
+        "jhadmin",
+        help="""Account a provider creates on each machine for the configurer (key login with the
+        per-server key, passwordless sudo). The notebook runs as another account.""",
+    ).tag(config=True)
+
+    ready_timeout = Float(
+        300,
+        help="Seconds a created machine may take until sshd answers with the pinned host key.",
+    ).tag(config=True)
+
+    setup_timeout = Float(
+        1800,
+        help="""Seconds added to the child spawner's start_timeout for creating, waiting for and
+        configuring a machine (the hub's start timeout covers the whole spawn).""",
+    ).tag(config=True)
+
+    @default("log")
+    def _log_default(self):
+        return self.parent.log if self.parent is not None else super()._log_default()
+
+    def provider(self, name: str):
+        """The (process-wide, cached) provider instance for ``name``."""
+        options = self.provider_options.get(name, {})
+        key = (name, json.dumps(options, sort_keys=True, default=str))
+        if key not in _PROCESS.providers:
+            _PROCESS.providers[key] = make_provider(name, **options)
+        return _PROCESS.providers[key]
+
+    def credential_store(self) -> CredentialStore:
+        return CredentialStore(parent=self)
+
+
+# ---- process-wide bookkeeping ----------------------------------------------------------------
+@dataclass
+class _Process:
+    """What one hub process knows beyond its database: claims and machines still being made."""
+
+    providers: dict = field(default_factory=dict)
+    pool_claims: dict = field(default_factory=dict)  # owner -> (deployment name, host id)
+    lock: asyncio.Lock | None = None
+    reap_task: asyncio.Task | None = None
+
+    def get_lock(self) -> asyncio.Lock:
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        return self.lock
+
+
+_PROCESS = _Process()
+
+
+def _owner(spawner) -> str:
+    return f"{spawner.user.name}/{spawner.name}"
+
+
+def _persisted_leases(spawner) -> dict[str, dict]:
+    """owner -> lease state of every server whose state in the hub database holds a machine."""
+    db = getattr(spawner, "_deprecated_db_session", None)
+    if db is None:
+        return {}
+    from jupyterhub import orm
+
+    leases = {}
+    for orm_spawner in db.query(orm.Spawner).filter(orm.Spawner.state.isnot(None)):
+        lease = (orm_spawner.state or {}).get("machine")
+        if lease and orm_spawner.user is not None:
+            leases[f"{orm_spawner.user.name}/{orm_spawner.name}"] = lease
+    return leases
+
+
+def _pool_host_id(host: dict) -> str:
+    return f"{host['address']}:{int(host.get('port', 22))}"
+
+
+def pool_usage(spawner, deployment: str, exclude: str = "") -> dict[str, set]:
+    """Host id -> owners using it in pool ``deployment`` (database state and this process)."""
+    owners: dict[str, tuple] = {}
+    for owner, lease in _persisted_leases(spawner).items():
+        if lease.get("kind") == POOL:
+            owners[owner] = (lease["deployment"], lease["machine"]["id"])
+    owners.update(_PROCESS.pool_claims)
+    usage: dict[str, set] = {}
+    for owner, (dep, host_id) in owners.items():
+        if dep == deployment and owner != exclude:
+            usage.setdefault(host_id, set()).add(owner)
+    return usage
+
+
+# ---- reaping ----------------------------------------------------------------------------------
+async def reap_orphans(spawner, orchestrator: MachineOrchestrator, catalogue) -> list[str]:
+    """Destroy machines labelled with this hub's id that no server owns; return their ids.
+
+    Runs before this process creates any machine (see :func:`reap_once`), so every machine of
+    this hub that exists then belongs to a server whose state is in the database, or to none.
+    """
+    log = orchestrator.log
+    owned = {
+        (lease["machine"].get("provider"), lease["machine"].get("id"))
+        for lease in _persisted_leases(spawner).values()
+        if lease.get("kind") == "provider" and lease.get("machine")
+    }
+    names = sorted({d["provider"] for d in catalogue.deployments.get("virtual_machine", [])})
+    reaped = []
+    for name in names:
+        try:
+            provider = orchestrator.provider(name)
+            machines = await provider.list(orchestrator.hub_id)
+        except Exception as e:  # one broken provider must not stop the others
+            log.warning("Cannot list %s machines of hub %s for reaping: %s", name, orchestrator.hub_id, e)
+            continue
+        for machine in machines:
+            if (name, machine.id) in owned:
+                continue
+            log.warning(
+                "Reaping %s machine %s (user %s, server %r): labelled for hub %s, owned by no server",
+                name, machine.id, machine.labels.get(f"{LABEL_PREFIX}.user", "?"),
+                machine.labels.get(f"{LABEL_PREFIX}.server", "?"), orchestrator.hub_id,
+            )
+            try:
+                await provider.destroy(machine.id)
+                reaped.append(machine.id)
+            except Exception as e:
+                log.error("Could not reap %s machine %s: %s", name, machine.id, e)
+    return reaped
+
+
+def reap_once(spawner, orchestrator: MachineOrchestrator) -> asyncio.Task:
+    """The one reaping task of this hub process (started at the first call, on the running loop).
+
+    A reap that failed as a whole (e.g. the catalogue could not be read) is logged; it is not
+    retried in this process.
+    """
+    task = _PROCESS.reap_task
+    if task is None:
+        asyncio.get_running_loop()  # RuntimeError if there is none: nothing scheduled yet
+
+        async def reap():
+            try:
+                catalogue = await spawner.catalogue_source.get()
+                reaped = await reap_orphans(spawner, orchestrator, catalogue)
+                orchestrator.log.info("Orphan check for hub %s: %d machine(s) reaped", orchestrator.hub_id, len(reaped))
+            except Exception as e:
+                orchestrator.log.error("Orphan check for hub %s failed: %s", orchestrator.hub_id, e)
+
+        task = _PROCESS.reap_task = asyncio.ensure_future(reap())
+    return task
+
+
+# ---- one server's machine ---------------------------------------------------------------------
+def _login_name(user_name: str) -> str:
+    """The hub user's name as a login on the machine (kept when valid, else derived)."""
+    name = user_name.lower()
+    if _LOGIN_RE.match(name):
+        return name
+    cleaned = re.sub(r"[^a-z0-9_-]", "", name)[:20] or "user"
+    return f"u{hashlib.sha256(user_name.encode()).hexdigest()[:8]}-{cleaned}"[:32]
+
+
+def _machine_name(hub_id: str, user: str, server: str) -> str:
+    raw = f"jh-{hub_id[:16]}-{user}-{server or 'default'}"
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")[:54]
+    return f"{cleaned}-{secrets.token_hex(4)}"
+
+
+def configurer_class(name: str):
+    """A template's ``configurer.class``: a short name (``ansible``) or a dotted path."""
+    return import_item(CONFIGURERS.get(name, name))
+
+
+class MachineLease:
+    """The machine of one server: acquire it for a start, release it at stop or on failure.
+
+    ``state`` (JSON, see :meth:`to_state`): ``kind`` (``pool`` or ``provider``),
+    ``deployment``, ``machine`` (:meth:`Machine.to_state`; pool hosts as provider ``pool``),
+    ``credentials`` (:meth:`ServerCredentials.to_state`, provider machines only),
+    ``config_hash`` and ``notebook_user``.
+    """
+
+    def __init__(self, spawner, orchestrator: MachineOrchestrator, template_spec: dict,
+                 deployment: dict, resources: dict, placeholders: dict | None = None,
+                 state: dict | None = None):
+        self.spawner = spawner
+        self.placeholders = dict(placeholders or {})
+        self.orchestrator = orchestrator
+        self.template_spec = template_spec
+        self.deployment = deployment
+        self.resources = resources
+        self.kind = POOL if template_spec["resource_type"] == "bare_metal" else "provider"
+        self.state: dict = dict(state or {})
+
+    @property
+    def log(self):
+        return self.spawner.log
+
+    @property
+    def held(self) -> bool:
+        """True while a machine, claim or credentials may exist for this server."""
+        return bool(self.state)
+
+    def to_state(self) -> dict:
+        return dict(self.state)
+
+    # -- checks at prepare() time -----------------------------------------------------------
+    def check(self, child_class: type) -> None:
+        """Refuse a template this path cannot run (raises SpawnException naming the problem)."""
+        if not issubclass(child_class, CloudSSHSpawner):
+            raise SpawnException(
+                f"Template {self.template_spec['name']!r}: {self.template_spec['resource_type']} templates "
+                "need cloudsshspawner.CloudSSHSpawner (or a subclass) as their spawner.",
+                reason="template_error", status_code=500,
+            )
+        if self.kind == POOL and self.template_spec.get("configurer"):
+            raise SpawnException(
+                f"Template {self.template_spec['name']!r}: bare_metal pool hosts are prepared "
+                "beforehand; a configurer is only supported for virtual_machine templates.",
+                reason="template_error", status_code=500,
+            )
+        if self.kind == POOL and not self.deployment.get("hosts"):
+            raise SpawnException(
+                f"Deployment {self.deployment['name']!r} lists no hosts.", reason="template_error", status_code=500
+            )
+
+    async def claim_pool_host(self) -> None:
+        """Claim a pool host with capacity left (called before anything starts).
+
+        Raises ``HTTPError(503)`` saying that the pool is full: the spawn is refused at once.
+        """
+        owner = _owner(self.spawner)
+        async with _PROCESS.get_lock():
+            usage = pool_usage(self.spawner, self.deployment["name"], exclude=owner)
+            for host in self.deployment["hosts"]:
+                host_id = _pool_host_id(host)
+                if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
+                    _PROCESS.pool_claims[owner] = (self.deployment["name"], host_id)
+                    break
+            else:
+                total = sum(int(h.get("capacity", 1)) for h in self.deployment["hosts"])
+                raise HTTPError(
+                    503,
+                    f"All {len(self.deployment['hosts'])} hosts of {self.deployment['name']!r} are in "
+                    f"use ({total} servers at most); try again later or choose another template.",
+                )
+        self.state = {
+            "kind": POOL,
+            "deployment": self.deployment["name"],
+            "machine": Machine(
+                id=host_id, provider=POOL, host=host["address"], port=int(host.get("port", 22)),
+                ssh_user=host.get("username", ""), host_public_key=host["host_key"],
+            ).to_state(),
+        }
+        self.log.info("%s: claimed pool host %s of %s", self.spawner._log_name, host_id, self.deployment["name"])
+
+    # -- acquire ------------------------------------------------------------------------------
+    async def acquire(self, event) -> dict:
+        """Create/wait/configure as the template asks; return the child's connection traits.
+
+        ``event(progress, message)`` reports progress. On any failure everything made so far
+        is released and :class:`MachineStepError` names the step.
+        """
+        phase = "create"
+        try:
+            if self.kind == POOL:
+                if not self.state:
+                    await self.claim_pool_host()
+                machine = Machine.from_state(self.state["machine"])
+                event(20, f"Using pool host {machine.host}:{machine.port} of {self.deployment['name']}")
+                return self._child_traits(machine, None)
+            await reap_once(self.spawner, self.orchestrator)
+            machine, credentials = await self._create(event)
+            phase = "wait"
+            await self._wait(machine, event)
+            phase = "configure"
+            await self._configure(machine, credentials, event)
+            return self._child_traits(machine, credentials)
+        except BaseException as e:
+            self.log.error("%s: machine %s step failed: %s", self.spawner._log_name, phase, _reason(e))
+            await asyncio.shield(self.release())
+            if isinstance(e, (asyncio.CancelledError, HTTPError)) and not isinstance(e, SpawnException):
+                raise
+            raise MachineStepError(phase, _reason(e)) from e
+
+    async def _create(self, event):
+        spawner, orch = self.spawner, self.orchestrator
+        provider_name = self.deployment["provider"]
+        provider = orch.provider(provider_name)
+        store = orch.credential_store()
+        name = _machine_name(orch.hub_id, spawner.user.name, spawner.name)
+        credentials = await store.create(name)
+        self.state = {
+            "kind": "provider",
+            "deployment": self.deployment["name"],
+            "provider": provider_name,
+            "credentials": credentials.to_state(),
+            "notebook_user": _login_name(spawner.user.name),
+        }
+        labels = {
+            HUB_LABEL: orch.hub_id,
+            f"{LABEL_PREFIX}.user": spawner.user.name,
+            f"{LABEL_PREFIX}.server": spawner.name or "",
+        }
+        spec = MachineSpec(
+            name=name,
+            deployment=dict(self.deployment),
+            resources=Resources(**{k: v for k, v in self.resources.items() if k in ("cpu", "memory_mb", "gpus")}),
+            ssh_user=orch.admin_user,
+            authorized_key=credentials.client_public_key,
+            host_key_private=credentials.host_private_key,
+            labels=labels,
+        )
+        event(12, f"Creating a machine with {provider_name} ({self.deployment['name']})")
+        machine = await provider.create(spec)
+        if machine.host_public_key.split()[:2] != credentials.host_public_key.split()[:2]:
+            self.state["machine"] = machine.to_state()
+            raise ProviderError(f"machine {machine.id} reports a host key other than the one generated for it")
+        self.state["machine"] = machine.to_state()
+        event(16, f"Machine {machine.id[:12]} created; sshd on {machine.host}:{machine.port}")
+        return machine, credentials
+
+    async def _wait(self, machine: Machine, event) -> None:
+        event(18, f"Waiting for sshd on {machine.host}:{machine.port} with the pinned host key")
+        provider = self.orchestrator.provider(self.state["provider"])
+        await provider.wait_ready(machine, self.orchestrator.ready_timeout)
+        event(20, "Machine answers over SSH")
+
+    def _configurer(self):
+        spec = self.template_spec.get("configurer")
+        if not spec:
+            return None
+        cls = configurer_class(spec["class"])
+        options = resolve_placeholders(dict(spec.get("options", {})), self.placeholders)
+        return cls(parent=self.spawner, **options)
+
+    def _variables(self) -> dict:
+        variables = {"notebook_user_name": self.state["notebook_user"]}
+        uid = self.spawner.environment.get("NB_UID") if isinstance(self.spawner.environment, dict) else None
+        if uid:
+            variables["notebook_user_uid"] = str(uid)
+        return variables
+
+    async def _configure(self, machine: Machine, credentials, event) -> None:
+        configurer = self._configurer()
+        if configurer is None:
+            return
+        event(22, f"Configuring the machine with {type(configurer).__name__}")
+        result = await configurer.configure(
+            machine, credentials, self._variables(),
+            progress_callback=lambda message: event(25, f"Configuring: {message}"),
+            previous_hash=self.state.get("config_hash"),
+        )
+        self.state["config_hash"] = result.config_hash
+        event(28, "Machine already configured" if result.skipped
+              else f"Machine configured ({result.changed} changes)")
+
+    async def start_failed(self, error: BaseException):
+        """The child did not start: release the machine and raise the error naming the step."""
+        self.log.error("%s: machine start step failed: %s", self.spawner._log_name, _reason(error))
+        await asyncio.shield(self.release())
+        if isinstance(error, asyncio.CancelledError):
+            raise error
+        raise MachineStepError("start", _reason(error)) from error
+
+    def _notebook_env(self) -> str:
+        options = (self.template_spec.get("configurer") or {}).get("options", {})
+        return options.get("variables", {}).get("notebook_env_path", DEFAULT_NOTEBOOK_ENV)
+
+    def _child_traits(self, machine: Machine, credentials) -> dict:
+        """What CloudSSHSpawner needs for this machine (kept in the child kwargs of the record)."""
+        traits = {
+            "remote_hosts": [f"[{machine.host}]:{machine.port}"],
+            "host_key": machine.host_public_key,
+            "trust_on_first_use": False,
+        }
+        if machine.ssh_user:  # pool host entry with a fixed login
+            traits["remote_username"] = machine.ssh_user
+        if credentials is not None:
+            traits["ssh_key_path"] = str(credentials.client_key_path)
+            traits["ssh_certificate_path"] = ""
+            traits["remote_username"] = self.state["notebook_user"]
+            if "cmd" not in self.template_spec["spawner"].get("kwargs", {}):
+                traits["cmd"] = [f"{self._notebook_env()}/bin/jupyterhub-singleuser"]
+        return traits
+
+    # -- release ------------------------------------------------------------------------------
+    async def release(self) -> None:
+        """Destroy the machine (or return the pool host) and remove the credentials; idempotent.
+
+        Errors are logged, not raised: release runs on failure paths and at stop.
+        """
+        state, owner = self.state, _owner(self.spawner)
+        if not state:
+            _PROCESS.pool_claims.pop(owner, None)
+            return
+        machine = state.get("machine")
+        try:
+            if state.get("kind") == POOL:
+                if machine:
+                    self.log.info("%s: returned pool host %s", self.spawner._log_name, machine["id"])
+            elif machine:
+                provider = self.orchestrator.provider(state["provider"])
+                await provider.destroy(machine["id"])
+                self.log.info("%s: destroyed %s machine %s", self.spawner._log_name, state["provider"], machine["id"])
+        except Exception as e:
+            self.log.error("%s: could not destroy machine %s: %s; it stays labelled for reaping",
+                           self.spawner._log_name, machine and machine.get("id"), e)
+        finally:
+            _PROCESS.pool_claims.pop(owner, None)
+            if state.get("credentials"):
+                try:
+                    await self.orchestrator.credential_store().remove(state["credentials"])
+                except Exception as e:
+                    self.log.error("%s: could not remove SSH credentials: %s", self.spawner._log_name, e)
+            self.state = {}
+
+
+def lease_for(spawner, orchestrator, template_spec: dict, deployment: dict | None,
+              resources: dict, placeholders: dict | None = None, state: dict | None = None) -> MachineLease | None:
+    """A :class:`MachineLease` if the template is machine-backed, else None."""
+    if template_spec["resource_type"] not in MACHINE_RESOURCE_TYPES:
+        return None
+    if deployment is None:
+        raise SpawnException(f"Template {template_spec['name']!r} has no deployment for its provider.",
+                             reason="template_error", status_code=500)
+    return MachineLease(spawner, orchestrator, template_spec, deployment, resources, placeholders, state)
+
+
+def lease_record(lease: MachineLease) -> dict:
+    """What the spawner's record needs to rebuild the lease after a restart (JSON)."""
+    return {"template_spec": lease.template_spec, "deployment": lease.deployment, "resources": lease.resources}
+
+
+def lease_from_record(spawner, orchestrator, record: dict, state: dict | None) -> MachineLease:
+    """The lease of a server rebuilt from its record and lease state (after a hub restart)."""
+    return MachineLease(spawner, orchestrator, record["template_spec"], record["deployment"],
+                        record["resources"], state=state)
