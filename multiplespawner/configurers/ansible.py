@@ -85,7 +85,12 @@ def failure_message(event: dict, limit: int = 600) -> str:
             parts.append(text[-limit:])
             break
     text = ": ".join(p for p in parts if p) or "no message"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if "Host key verification failed" in text:
+        return "the machine did not present the host key pinned at its creation (Host key verification failed)"
+    if len(text) > limit:  # keep both ends: Ansible's summary first, the actual error last
+        head = limit // 3
+        text = text[:head] + " ... " + text[-(limit - head - 5):]
+    return text
 
 
 def host_key_algorithm(public_key_line: str) -> str:
@@ -130,9 +135,17 @@ def build_inventory(machine, key_file: Path, known_hosts_file: Path, python: str
 
 
 def tree_digest(root: Path) -> str:
-    """sha256 over every file below ``root`` (relative path and content), in a stable order."""
+    """sha256 over the files below ``root`` that Ansible may read (relative path and content).
+
+    Documentation (``*.md``) and caches (``__pycache__``, ``.ansible``) are left out, so editing a
+    README does not make every machine be configured again.
+    """
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    files = (
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix != ".md" and not {"__pycache__", ".ansible"} & set(p.parts)
+    )
+    for path in sorted(files):
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
@@ -278,8 +291,9 @@ class AnsibleConfigurer(Configurer):
 
         run_dir = Path(tempfile.mkdtemp(prefix="ansible-", dir=self.work_dir or None))
         # SSH control sockets need a short path (a Unix socket path has ~100 bytes at most)
-        control_dir = Path(tempfile.mkdtemp(prefix="ansible-cp-"))
+        control_dir = run_dir  # until its own directory exists
         try:
+            control_dir = Path(tempfile.mkdtemp(prefix="ansible-cp-"))
             await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials, wheel_dir, extravars)
             self.log.info("Configuring %s with %s", where, playbook_file)
             stats = await self._run(
@@ -416,10 +430,16 @@ class AnsibleConfigurer(Configurer):
     async def _stop_control_masters(self, control_dir: Path) -> None:
         """Tell any SSH control master that Ansible left running to exit (bounded wait)."""
         for sock in control_dir.glob("*"):
-            proc = await asyncio.create_subprocess_exec(
-                "ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "machine",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )
+            if not sock.is_socket():
+                continue
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    "ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "machine",
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )
+            except OSError as e:
+                self.log.warning("Could not stop the SSH control master %s: %s", sock, e)
+                continue
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except asyncio.TimeoutError:

@@ -96,6 +96,12 @@ def test_failure_message_prefers_msg_then_stderr_and_is_bounded():
     long = {"event_data": {"res": {"msg": "x" * 5000}}}
     assert len(mod.failure_message(long)) == 600
     assert mod.failure_message({"event_data": {"res": None}}) == "no message"
+    banner = "Data could not be sent: @@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! " + "@" * 900
+    unreachable = {"event_data": {"res": {"msg": banner + "\nHost key verification failed.\r\n"}}}
+    assert "did not present the host key pinned" in mod.failure_message(unreachable)
+    tail_matters = {"event_data": {"res": {"msg": "Summary: " + "y" * 2000 + " the real error"}}}
+    assert mod.failure_message(tail_matters).startswith("Summary: ")
+    assert mod.failure_message(tail_matters).endswith("the real error")
 
 
 def test_hash_changes_with_host_key_playbooks_variables_and_wheels(machine):
@@ -121,7 +127,12 @@ def test_tree_digest_sees_content_and_names(tmp_path):
     (tmp_path / "roles" / "main.yml").write_text("b")
     second = mod.tree_digest(tmp_path)
     (tmp_path / "roles" / "main.yml").rename(tmp_path / "roles" / "other.yml")
-    assert len({first, second, mod.tree_digest(tmp_path)}) == 3
+    third = mod.tree_digest(tmp_path)
+    assert len({first, second, third}) == 3
+    (tmp_path / "README.md").write_text("docs only")
+    (tmp_path / ".ansible").mkdir()
+    (tmp_path / ".ansible" / "cache").write_text("x")
+    assert mod.tree_digest(tmp_path) == third
 
 
 def test_variables_precedence_and_the_authorized_key_comes_from_the_credentials(credentials):
