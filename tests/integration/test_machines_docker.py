@@ -1,0 +1,213 @@
+"""Container machines through a real hub: DockerProvider -> AnsibleConfigurer -> CloudSSHSpawner.
+
+A ``virtual_machine`` template on the ``docker`` provider: the hub creates a container of the
+prepared ssh-machine image (notebook environment baked in, tests/fixtures/machines.py) with a
+per-server key and host key, waits for sshd with the pinned key, runs the shipped playbooks
+(notebook user with the per-server key, sshd for the tunnels), and starts jupyterhub-singleuser
+in it over CloudSSHSpawner's tunnel. Everything is real; after each test the containers labelled
+with the hub's id, the per-server key directories, the hub's tunnel sockets and Ansible's ssh
+processes are counted and must be zero.
+"""
+
+import json
+import secrets
+import time
+
+import pytest
+import requests
+
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, prepared_image, stalled_image  # noqa: F401
+from tests.fixtures.procs import wait_until
+
+pytestmark = pytest.mark.slow
+
+USER = "alice"
+
+
+def machine_catalogue(image: str, configurer_variables=None, spawner_kwargs=None) -> dict:
+    return {
+        "deployments": {"virtual_machine": [{"name": "container-machine", "provider": "docker", "image": image}]},
+        "templates": [{
+            "name": "container-machine",
+            "display_name": "Container machine",
+            "description": "A fresh container, configured by Ansible, reached over SSH",
+            "resource_type": "virtual_machine",
+            "providers": ["docker"],
+            "resources": {"cpu": {"default": 1, "min": 0.5, "max": 2},
+                          "memory_mb": {"default": 1024, "min": 512, "max": 2048}},
+            "spawner": {"class": "cloudsshspawner.CloudSSHSpawner",
+                        "kwargs": {"default_url": "/lab", "keepalive_interval": 2, "term_timeout": 5,
+                                   **(spawner_kwargs or {})}},
+            "configurer": {"class": "ansible", "options": {
+                "timeout": 600,
+                "variables": {"notebook_env_path": NOTEBOOK_ENV, **(configurer_variables or {})},
+            }},
+        }],
+    }
+
+
+class MachineHub:
+    """A hub with one container-machine template, and counters for what it leaves behind."""
+
+    def __init__(self, hub_factory, docker_engine, cat_dir, catalogue: dict, extra: str = ""):
+        self.hub_id = f"test-{secrets.token_hex(6)}"
+        self.cat_file = cat_dir / "catalogue.json"
+        self.cat_file.write_text(json.dumps(catalogue))
+        self.docker = docker_engine
+        self.hub = hub_factory(f"""
+c.JupyterHub.spawner_class = "multiple"
+c.MultipleSpawner.catalogue_paths = [{str(self.cat_file)!r}]
+c.MultipleSpawner.catalogue_check_interval = 0
+c.MachineOrchestrator.hub_id = {self.hub_id!r}
+c.MachineOrchestrator.ready_timeout = 60
+c.Spawner.poll_interval = 3
+{extra}
+""")
+        self.hub.create_user(USER)
+
+    def counter(self) -> MachineCounter:
+        hub = self.hub
+        return MachineCounter(self.docker, self.hub_id, hub.dir / "server-credentials", hub.process.pid,
+                              hub_ports=(hub.port, hub.hub_port, hub.proxy_api_port))
+
+    def failure(self, user_options=None) -> str:
+        """Start a spawn that must fail; return the message the user sees."""
+        hub = self.hub
+        r = hub.api("POST", f"/users/{USER}/server", json=user_options or {})
+        assert r.status_code in (201, 202), r.text
+        progress = hub.api("GET", f"/users/{USER}/server/progress", stream=True, timeout=900)
+        message = None
+        for line in progress.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("failed"):
+                    message = event["message"]
+                    break
+                assert not event.get("ready"), "the spawn was expected to fail"
+        progress.close()
+        wait_until(lambda: hub.server_model(USER) is None, timeout=120, message="failed server removed")
+        assert message, hub.log_tail()
+        return message
+
+
+@pytest.fixture
+def cat_dir(tmp_path):
+    tmp_path.chmod(0o755)
+    return tmp_path
+
+
+def assert_nothing_left(mh: MachineHub, timeout: float = 60):
+    """Containers, key directories, tunnels and Ansible's ssh processes: all zero (waits a little)."""
+    counter = mh.counter()
+    deadline = time.monotonic() + timeout
+    while (left := counter.leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == {}, f"left behind: {left}"
+
+
+def test_container_machine_spawn_restart_stop(hub_factory, docker_engine, prepared_image, cat_dir):
+    mh = MachineHub(hub_factory, docker_engine, cat_dir, machine_catalogue(prepared_image))
+    hub = mh.hub
+    model = hub.spawn(USER, user_options={"cpu": 1, "memory_mb": 1024}, timeout=900)
+    state = model["state"]
+    lease = state["machine"]
+    assert lease["kind"] == "provider" and lease["provider"] == "docker"
+    assert lease["config_hash"]
+
+    # one container, labelled for this hub and user, with the chosen limits, sshd on loopback only
+    (container,) = mh.counter().containers()
+    assert container.id == lease["machine"]["id"]
+    assert container.labels["org.jupyterhub-multiplespawner.user"] == USER
+    host_config = container.attrs["HostConfig"]
+    assert host_config["NanoCpus"] == 1_000_000_000 and host_config["Memory"] == 1024 * 2**20
+    assert {b["HostIp"] for b in container.attrs["NetworkSettings"]["Ports"]["22/tcp"]} == {"127.0.0.1"}
+
+    # the notebook runs as the notebook user inside, bound to 127.0.0.1, reached through the hub
+    r = hub.server_request(USER, "api/status")
+    assert r.status_code == 200, r.text
+    code, out = container.exec_run(["ps", "-o", "user=,args=", "-u", USER])
+    assert code == 0 and f"{NOTEBOOK_ENV}/bin/jupyterhub-singleuser" in out.decode()
+    assert state["child_state"]["host_key"] == lease["machine"]["host_public_key"]
+    assert state["child_state"]["username"] == USER
+    assert len(mh.counter().credential_dirs()) == 1
+    # Ansible task results reached the spawn's progress messages
+    assert "Configuring: TASK [Create the notebook user] changed" in hub.log_text()
+
+    # the hub restarts: the server is still reachable, nothing was reaped
+    hub.restart()
+    wait_until(lambda: hub.server_request(USER, "api/status").status_code == 200, timeout=90,
+               message="lab reachable after the hub restart")
+    assert [c.id for c in mh.counter().containers()] == [container.id]
+    assert "Orphan check for hub" in hub.log_text() and "Reaping" not in hub.log_text()
+
+    hub.stop_server(USER)
+    assert_nothing_left(mh)
+    with pytest.raises(Exception):
+        docker_engine.containers.get(container.id)
+
+
+def test_orphan_is_reaped_at_hub_start(hub_factory, docker_engine, prepared_image, cat_dir):
+    """A machine labelled for this hub that no server owns is destroyed when the hub starts."""
+    import asyncio
+
+    from multiplespawner.credentials import CredentialStore
+    from multiplespawner.providers.base import MachineSpec, Resources
+    from multiplespawner.providers.docker import DockerProvider
+    from multiplespawner.providers.identity import HUB_LABEL
+
+    mh = MachineHub(hub_factory, docker_engine, cat_dir, machine_catalogue(prepared_image))
+    store = CredentialStore(base_dir=str(cat_dir / "orphan-keys"))
+
+    async def make_orphan():
+        creds = await store.create("orphan")
+        spec = MachineSpec(name=f"orphan-{secrets.token_hex(4)}", deployment={"image": prepared_image},
+                           resources=Resources(cpu=0.5, memory_mb=256), ssh_user="jhadmin",
+                           authorized_key=creds.client_public_key, host_key_private=creds.host_private_key,
+                           labels={HUB_LABEL: mh.hub_id, "org.jupyterhub-multiplespawner.user": "ghost"})
+        machine = await DockerProvider().create(spec)
+        await store.remove(creds)
+        return machine
+
+    orphan = asyncio.run(make_orphan())
+    try:
+        # the hub runs no machine-backed server: the first spawn's orphan check reaps it
+        mh.hub.spawn(USER, timeout=900)
+        assert [c.id for c in mh.counter().containers()] != [] and orphan.id not in [
+            c.id for c in mh.counter().containers()]
+        assert f"Reaping docker machine {orphan.id}" in mh.hub.log_text()
+        mh.hub.stop_server(USER)
+        assert_nothing_left(mh)
+    finally:
+        try:
+            docker_engine.containers.get(orphan.id).remove(force=True)
+        except Exception:
+            pass
+
+
+FAULTS = {
+    # phase: (catalogue builder args, extra hub config, words the user's message must contain)
+    "create": (lambda images: machine_catalogue("jupyterhub-multiplespawner/no-such-image:none"),
+               "", ["The create step failed", "is not on the Docker engine"]),
+    "wait": (lambda images: machine_catalogue(images["stalled"]),
+             "c.MachineOrchestrator.ready_timeout = 8", ["The wait step failed", "did not answer over SSH"]),
+    "configure": (lambda images: machine_catalogue(
+        images["prepared"], configurer_variables={"notebook_env_path": "/opt/other-env",
+                                                  "notebook_env_python": "/nonexistent/python3"}),
+                  "", ["The configure step failed", "Create the notebook environment"]),
+    "start": (lambda images: machine_catalogue(
+        images["prepared"], spawner_kwargs={"cmd": ["/nonexistent/jupyterhub-singleuser"]}),
+              "", ["The start step failed", "/nonexistent/jupyterhub-singleuser"]),
+}
+
+
+@pytest.mark.parametrize("phase", list(FAULTS))
+def test_fault_in_each_phase_leaves_nothing(phase, hub_factory, docker_engine, prepared_image, stalled_image, cat_dir):
+    build, extra, words = FAULTS[phase]
+    mh = MachineHub(hub_factory, docker_engine, cat_dir,
+                    build({"prepared": prepared_image, "stalled": stalled_image}), extra)
+    message = mh.failure()
+    for word in words:
+        assert word in message, message
+    assert_nothing_left(mh)
+    # the hub still serves: the user may try again and sees the form error-free
+    assert requests.get(f"{mh.hub.api_url}/", timeout=10).status_code == 200
