@@ -1,0 +1,106 @@
+"""The whole chain in Chromium: front proxy -> header login -> spawn form -> container machine ->
+Ansible -> CloudSSHSpawner -> JupyterLab runs a cell -> stop -> nothing left.
+
+nginx authenticates the person (basic auth stands in for the institution's login) and passes the
+identity headers; the hub (HeaderAuthenticator, MultipleSpawner) shows the spawn form; the user
+picks the "Container machine" template; the hub creates a container of the prepared ssh-machine
+image, configures it with the shipped playbooks (their task results appear on the spawn page),
+starts the lab over the SSH tunnels, and the browser runs a cell in it. Stopping removes the
+container, the per-server keys and the tunnel.
+"""
+
+import json
+import secrets
+
+import pytest
+
+from tests.fixtures.browser import screenshot
+from tests.fixtures.machines import prepared_image  # noqa: F401  (fixture)
+from tests.integration.test_header_nginx import front_proxied_hub
+from tests.integration.test_machines_docker import assert_nothing_left, machine_catalogue
+
+
+class _Counted:
+    """What assert_nothing_left needs: the hub, its id and the Docker client."""
+
+    def __init__(self, hub, hub_id, docker):
+        self.hub, self.hub_id, self.docker = hub, hub_id, docker
+
+    def counter(self):
+        from tests.fixtures.machines import MachineCounter
+
+        hub = self.hub
+        return MachineCounter(self.docker, self.hub_id, hub.dir / "server-credentials", hub.process.pid,
+                              hub_ports=(hub.port, hub.hub_port, hub.proxy_api_port))
+
+
+@pytest.fixture
+def person():
+    # a Unix name nginx and the machine both accept; no Unix account is needed on the hub host
+    return f"st{secrets.token_hex(4)}", secrets.token_urlsafe(8)
+
+
+@pytest.fixture
+def browser_context_args(person):
+    name, password = person
+    return {"http_credentials": {"username": name, "password": password}}
+
+
+def test_click_to_lab_on_a_container_machine(page, person, hub_factory, nginx_factory, docker_engine,
+                                              prepared_image, tmp_path, artifacts_dir):  # noqa: F811
+    name, password = person
+    tmp_path.chmod(0o755)
+    catalogue = machine_catalogue(prepared_image)
+    local = {"name": "local-mock", "display_name": "Local (mock)", "resource_type": "local",
+             "providers": ["local"], "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner"}}
+    catalogue["deployments"]["local"] = [{"name": "hub-host", "provider": "local"}]
+    catalogue["templates"].insert(0, local)
+    cat_file = tmp_path / "catalogue.json"
+    cat_file.write_text(json.dumps(catalogue))
+    hub_id = f"e2e-{secrets.token_hex(6)}"
+    hub, nginx, _ = front_proxied_hub(hub_factory, nginx_factory, name, password, extra_config=f"""
+c.JupyterHub.spawner_class = "multiple"
+c.MultipleSpawner.catalogue_paths = [{str(cat_file)!r}]
+c.MachineOrchestrator.hub_id = {hub_id!r}
+c.Spawner.poll_interval = 5
+""")
+    counted = _Counted(hub, hub_id, docker_engine)
+
+    # login through nginx lands on the spawn form; pick the container machine
+    page.goto(f"{nginx.url}/hub/spawn")
+    page.wait_for_selector("#ms-t-container-machine", timeout=60_000)
+    page.check("#ms-t-container-machine")
+    page.fill("#container-machine-memory_mb", "1024")
+    screenshot(page, "full-chain-1-form", artifacts_dir)
+    page.locator("form#spawn_form [type=submit]").click()
+
+    # the spawn page shows Ansible's task results while the machine is configured
+    page.wait_for_selector("#progress-log", state="attached", timeout=60_000)
+    page.locator("#progress-details").evaluate("d => d.open = true")
+    page.locator("#progress-log", has_text="Configuring: TASK [").wait_for(timeout=600_000)
+    screenshot(page, "full-chain-2-configuring", artifacts_dir)
+
+    # then the lab, over the SSH tunnel, runs a cell as the notebook user on the machine
+    page.wait_for_url(f"**/user/{name}/lab**", timeout=600_000)
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    editor.wait_for(timeout=60_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    editor.click()
+    page.keyboard.type("import getpass, socket; print(getpass.getuser(), socket.gethostname().startswith('jh-'), 6 * 7)")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output").first
+    output.wait_for(timeout=60_000)
+    screenshot(page, "full-chain-3-lab-cell", artifacts_dir)
+    assert output.inner_text().strip() == f"{name} True 42"
+
+    model = hub.server_model(name)
+    container_id = model["state"]["machine"]["machine"]["id"]
+    assert [c.id for c in counted.counter().containers()] == [container_id]
+
+    # stop from the hub's home page
+    page.goto(f"{nginx.url}/hub/home")
+    page.locator("#stop").click()
+    page.locator("#start").wait_for(timeout=120_000)
+    screenshot(page, "full-chain-4-stopped", artifacts_dir)
+    assert_nothing_left(counted)
