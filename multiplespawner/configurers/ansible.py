@@ -12,7 +12,9 @@ Each :meth:`AnsibleConfigurer.configure` call:
    the event loop), with SSH set to use only the per-server key (no agent, no ``~/.ssh/config``)
    and ``StrictHostKeyChecking=yes``; each task result is passed to the progress callback as
    ``TASK [<name>] <ok|changed|skipped|failed|unreachable>``;
-4. removes the run directory and stops the SSH control master it left, whatever happened;
+4. on timeout or cancellation kills ansible-playbook and the workers it forked (they run in
+   sessions of their own), then, whatever happened, stops the SSH control master Ansible left
+   and removes the run directory;
 5. raises :class:`ConfigurerError` naming the failed task, the host and Ansible's message.
 
 The hub's environment is not passed on to Ansible except for a short allowlist (PATH, HOME,
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
@@ -132,6 +135,43 @@ def build_inventory(machine, key_file: Path, known_hosts_file: Path, python: str
             }
         }
     }
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a Linux process, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def process_tree(pid: int) -> list[tuple[int, int]]:
+    """``pid`` and all its descendants as (pid, start time) pairs, from /proc (empty elsewhere)."""
+    parents = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _proc_stat(int(entry.name))
+        if stat is not None:
+            parents[int(entry.name)] = stat
+    if pid not in parents:
+        return []
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append((current, parents[current][1]))
+        todo.extend(child for child, (ppid, _) in parents.items() if ppid == current)
+    return tree
+
+
+def kill_processes(snapshot: list[tuple[int, int]]) -> None:
+    """SIGKILL each (pid, start time) of ``snapshot`` that is still that same process."""
+    for pid, started in snapshot:
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def tree_digest(root: Path) -> str:
@@ -348,7 +388,12 @@ class AnsibleConfigurer(Configurer):
         return env
 
     async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback) -> dict:
-        """Run ansible-playbook in the thread pool, relaying task events; return its stats."""
+        """Run ansible-playbook in the thread pool, relaying task events; return its stats.
+
+        On timeout or cancellation the run is stopped: the runner kills ansible-playbook's
+        process group, and the worker processes Ansible forks into sessions of their own (which
+        that does not reach) are killed from a snapshot of ansible-playbook's process tree.
+        """
         import ansible_runner
 
         loop = asyncio.get_running_loop()
@@ -373,19 +418,27 @@ class AnsibleConfigurer(Configurer):
                     envvars=self._environment(run_dir, control_dir, root),
                     quiet=True,
                     suppress_env_files=True,
-                    timeout=int(self.timeout),
                     event_handler=on_event,
                     cancel_callback=cancelled.is_set,
                 )
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
+        async def stop():
+            tree = process_tree(playbook_pid) if playbook_pid else []
+            cancelled.set()  # the runner kills ansible-playbook's process group at its next check
+            kill_processes(tree)
+            await asyncio.gather(asyncio.shield(job), return_exceptions=True)
+
         job = loop.run_in_executor(self._pool(), run)
+        deadline = loop.time() + self.timeout
         failure = None
         stats: dict = {}
         last_task = None
+        playbook_pid = None
         try:
-            while (event := await events.get()) is not None:
+            while (event := await asyncio.wait_for(events.get(), max(0, deadline - loop.time()))) is not None:
+                playbook_pid = playbook_pid or event.get("pid")
                 kind = event.get("event", "")
                 if kind == "playbook_on_stats":
                     stats = {
@@ -401,9 +454,13 @@ class AnsibleConfigurer(Configurer):
                 if kind in ("runner_on_failed", "runner_on_unreachable") and not ignored and failure is None:
                     failure = event
             runner = await job
+        except asyncio.TimeoutError:
+            await stop()
+            raise ConfigurerError(
+                f"configuring {where} took longer than {self.timeout:.0f}s (last task: {last_task or 'none'})"
+            ) from None
         except asyncio.CancelledError:
-            cancelled.set()  # the runner stops ansible-playbook at its next check
-            await asyncio.gather(asyncio.shield(job), return_exceptions=True)
+            await stop()
             raise
         except Exception as e:  # ansible-runner could not start the run
             raise ConfigurerError(f"could not run ansible-playbook for {where}: {e}") from e
@@ -413,10 +470,6 @@ class AnsibleConfigurer(Configurer):
             task = failure.get("event_data", {}).get("task", "?")
             raise ConfigurerError(
                 f"configuring {where} failed at task '{task}': {failure_message(failure)}"
-            )
-        if runner.status == "timeout":
-            raise ConfigurerError(
-                f"configuring {where} took longer than {self.timeout:.0f}s (last task: {last_task or 'none'})"
             )
         tail = ""
         try:

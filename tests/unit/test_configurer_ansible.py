@@ -194,3 +194,41 @@ async def test_missing_playbook_or_wheel_dir_is_a_clear_error(machine, credentia
         await AnsibleConfigurer(playbook="nope.yml").configure(machine, credentials, {})
     with pytest.raises(ConfigurerError, match="wheel directory .* does not exist"):
         await AnsibleConfigurer(wheel_dir=str(tmp_path / "missing")).configure(machine, credentials, {})
+
+
+def test_stopping_a_run_reaches_processes_in_other_sessions():
+    """Ansible's workers call setsid(); killing the process group alone would leave them."""
+    import subprocess
+    import time
+
+    shell = subprocess.Popen(["sh", "-c", "setsid sleep 300 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(tree := mod.process_tree(shell.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(tree) == 2, tree
+        mod.kill_processes(tree)
+        shell.wait(timeout=10)
+        (child, started), = tree[1:]
+
+        def gone():
+            stat = mod._proc_stat(child)
+            return stat is None or stat[1] != started
+
+        deadline = time.monotonic() + 10
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(), f"the setsid child {child} survived"
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+
+
+def test_kill_processes_skips_a_reused_pid():
+    import os
+
+    me = os.getpid()
+    started = mod._proc_stat(me)[1]
+    mod.kill_processes([(me, started + 1)])  # same pid, other start time: not ours, not killed
+    assert mod._proc_stat(me) is not None
