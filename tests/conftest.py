@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.docker_engine",
     "tests.fixtures.nginx",
     "tests.fixtures.moto",
+    "tests.fixtures.libvirt",
 ]
 
 _KINDS = ("unit", "integration", "e2e")

@@ -1,0 +1,410 @@
+"""Virtual machines through libvirt: one QEMU guest per notebook server.
+
+A libvirt deployment in the catalogue::
+
+    {"name": "debian-vm", "provider": "libvirt",
+     "image": "/var/lib/jupyterhub-multiplespawner/images/<hash>",   # from `python -m images.vm build`
+     "disk_gb": 8,                 # optional: the machine's disk size (at least the image's)
+     "restrict_network": false}    # optional: true cuts the guest off from every network
+
+``image`` is a directory made by ``images/vm`` (``disk.qcow2``, ``vmlinuz``, ``initrd.img``,
+``image.json``); it must be readable by the user libvirt runs QEMU as.
+
+What :meth:`LibvirtProvider.create` makes for machine ``NAME``, and :meth:`destroy` removes:
+
+* ``<storage_dir>/NAME/overlay.qcow2``: a copy-on-write overlay whose backing file is the
+  image's disk, so the image is shared and never written;
+* ``<storage_dir>/NAME/seed.iso``: a cloud-init NoCloud seed (volume label ``cidata``) with the
+  login account ``spec.ssh_user`` (``spec.authorized_key`` only, no password, passwordless sudo
+  so the configurer can prepare the machine) and the SSH host key ``spec.host_key_private``;
+  the image has no host key of its own and generates none, so the machine presents exactly the
+  key the caller pinned;
+* ``<storage_dir>/NAME/console.log``: the guest's serial console, quoted when it fails to boot;
+* the libvirt domain ``NAME``: type ``qemu`` (works without KVM), the image's kernel booted
+  directly, ``ceil(spec.resources.cpu)`` vCPUs and ``memory_mb`` MiB, QEMU user-mode
+  networking with one forward ``listen_host:<free port>`` -> guest port 22, and its labels,
+  SSH endpoint and pinned host key in the domain's ``<metadata>`` so that :meth:`list` finds
+  it again after a hub restart.
+
+The provider must run on the libvirt host (it writes the overlay and seed there, and the SSH
+forward listens on that host's ``listen_host``). libvirt calls and subprocesses run in the
+provider's bounded thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import yaml
+
+from .base import LABEL_PREFIX, Machine, MachineSpec, Provider, ProviderError, wait_for_ssh
+
+#: the label whose value :meth:`LibvirtProvider.list` matches against ``hub_id``
+HUB_LABEL = f"{LABEL_PREFIX}.hub"
+#: XML namespace of the provider's ``<metadata>`` element in the domain
+METADATA_NS = "https://jupyterhub-multiplespawner.readthedocs.io/xmlns/libvirt-machine/1"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_MIN_MEMORY_MB = 256
+# image directory layout (see images/vm/build.py)
+_DISK, _KERNEL, _INITRD, _MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
+
+
+class LibvirtProvider(Provider):
+    """Create, list and destroy QEMU virtual machines through libvirt (see module doc).
+
+    ``uri``: the libvirt connection (default ``qemu:///system``). ``storage_dir``: where the
+    per-machine overlay, seed and console log live; it is created mode 0711 so QEMU (running
+    as its own user) can reach the files libvirt hands it. ``listen_host``: the address SSH
+    forwards listen on; keep it a loopback address unless the hub runs elsewhere.
+    ``log``: a :class:`logging.Logger` (e.g. the spawner's ``self.log``).
+    """
+
+    name = "libvirt"
+
+    def __init__(self, uri: str = "qemu:///system",
+                 storage_dir: str | os.PathLike = "/var/lib/jupyterhub-multiplespawner/libvirt",
+                 listen_host: str = "127.0.0.1", log=None):
+        import logging
+
+        self.uri = uri
+        self.storage_dir = Path(storage_dir)
+        self.listen_host = listen_host
+        self.log = log or logging.getLogger(__name__)
+        self._conn = None
+        self._conn_lock = threading.Lock()
+
+    # -- the provider interface ------------------------------------------------------------
+
+    async def create(self, spec: MachineSpec) -> Machine:
+        """Define and start the domain; return once QEMU runs (the guest is still booting)."""
+        job = asyncio.ensure_future(self.run_blocking(self._create, spec))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # the thread goes on; once it is done, remove whatever it made
+            with contextlib.suppress(Exception):
+                await job
+            with contextlib.suppress(Exception):
+                await self.destroy(spec.name)
+            raise
+
+    async def wait_ready(self, machine: Machine, timeout: float) -> None:
+        """Return once the guest's sshd presents the pinned host key; fail early if it stops."""
+        probe = asyncio.ensure_future(
+            wait_for_ssh(machine.host, machine.port, machine.host_public_key, timeout)
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({probe}, timeout=3)
+                if done:
+                    try:
+                        probe.result()
+                    except ProviderError as e:
+                        raise ProviderError(f"{e}\n{await self._console_tail(machine.id)}") from e
+                    return
+                if not await self.run_blocking(self._is_running, machine.id):
+                    raise ProviderError(
+                        f"virtual machine {machine.id} stopped while booting\n"
+                        f"{await self._console_tail(machine.id)}"
+                    )
+        finally:
+            probe.cancel()
+
+    async def destroy(self, machine_id: str) -> None:
+        """Stop and undefine the domain, remove its overlay, seed and log; idempotent."""
+        await self.run_blocking(self._destroy, machine_id)
+
+    async def list(self, hub_id: str) -> list[Machine]:
+        """Machines whose domain metadata carries ``HUB_LABEL == hub_id`` (running or not)."""
+        machines = await self.run_blocking(self._list_all)
+        return [m for m in machines if m.labels.get(HUB_LABEL) == hub_id]
+
+    # -- blocking implementation (runs in the thread pool) ---------------------------------
+
+    def _connection(self):
+        import libvirt
+
+        with self._conn_lock:
+            if self._conn is None or not self._conn.isAlive():
+                # errors reach the caller as exceptions; libvirt's own stderr printing only adds noise
+                libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+                try:
+                    self._conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as e:
+                    raise ProviderError(f"cannot connect to libvirt at {self.uri}: {e}") from e
+            return self._conn
+
+    def _machine_dir(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise ProviderError(
+                f"invalid machine name {name!r}: use 1-63 lowercase letters, digits and '-'"
+            )
+        return self.storage_dir / name
+
+    def _create(self, spec: MachineSpec) -> Machine:
+        import libvirt
+
+        image = _check_image(spec.deployment)
+        directory = self._machine_dir(spec.name)
+        vcpus, memory_mb = _check_resources(spec)
+        host_key_public = _public_host_key(spec.host_key_private)
+        if spec.ssh_user == "root" or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
+            raise ProviderError(f"invalid login account {spec.ssh_user!r} for a virtual machine "
+                                "(a lowercase Unix user name other than root)")
+        conn = self._connection()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(spec.name)
+            raise ProviderError(f"a virtual machine named {spec.name} already exists")
+        self.storage_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o711)
+        except FileExistsError:
+            raise ProviderError(f"{directory} already exists (left by an earlier machine?)") from None
+        port = _free_port(self.listen_host)
+        machine = Machine(id=spec.name, provider=self.name, host=self.listen_host, port=port,
+                          ssh_user=spec.ssh_user, host_public_key=host_key_public,
+                          labels=dict(spec.labels))
+        domain = None
+        try:
+            overlay = directory / "overlay.qcow2"
+            disk_gb = spec.deployment.get("disk_gb")
+            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
+                  "-b", str(image / _DISK), str(overlay), *([f"{int(disk_gb)}G"] if disk_gb else [])])
+            seed = directory / "seed.iso"
+            _make_seed(seed, spec, host_key_public)
+            xml = _domain_xml(spec, machine, image, directory, vcpus, memory_mb)
+            domain = conn.defineXML(xml)
+            domain.create()
+        except Exception as e:
+            self.log.warning("libvirt: creating %s failed, removing what was made: %s", spec.name, e)
+            if domain is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if domain.isActive():
+                        domain.destroy()
+                with contextlib.suppress(libvirt.libvirtError):
+                    domain.undefine()
+            shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(e, ProviderError):
+                raise
+            raise ProviderError(f"could not create virtual machine {spec.name}: {e}") from e
+        self.log.info("libvirt: started %s (%d vCPU, %d MiB), SSH on %s:%d",
+                      spec.name, vcpus, memory_mb, machine.host, machine.port)
+        return machine
+
+    def _destroy(self, name: str) -> None:
+        import libvirt
+
+        directory = self._machine_dir(name)
+        conn = self._connection()
+        try:
+            domain = conn.lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise ProviderError(f"libvirt: looking up {name} failed: {e}") from e
+            domain = None
+        if domain is not None:
+            if _metadata(domain) is None:
+                raise ProviderError(f"refusing to destroy {name}: it was not made by this provider")
+            for step in (domain.destroy, domain.undefine):
+                try:
+                    step()
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
+                                                  libvirt.VIR_ERR_NO_DOMAIN):
+                        raise ProviderError(f"libvirt: destroying {name} failed: {e}") from e
+            self.log.info("libvirt: destroyed %s", name)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _list_all(self) -> list[Machine]:
+        machines = []
+        for domain in self._connection().listAllDomains(0):
+            meta = _metadata(domain)
+            if meta is not None:
+                machines.append(_machine_from_metadata(domain.name(), self.name, meta))
+        return machines
+
+    def _is_running(self, name: str) -> bool:
+        import libvirt
+
+        try:
+            return bool(self._connection().lookupByName(name).isActive())
+        except libvirt.libvirtError:
+            return False
+
+    async def _console_tail(self, name: str, lines: int = 25) -> str:
+        path = self._machine_dir(name) / "console.log"
+        text = await self.run_blocking(
+            lambda: path.read_text(errors="replace") if path.exists() else "(no console output)"
+        )
+        return "--- console ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _check_image(deployment: dict) -> Path:
+    image = deployment.get("image")
+    if not image:
+        raise ProviderError(f"libvirt deployment {deployment.get('name')!r} names no image")
+    path = Path(image)
+    missing = [n for n in (_DISK, _KERNEL, _INITRD, _MANIFEST) if not (path / n).is_file()]
+    if missing:
+        raise ProviderError(f"virtual machine image {path} is incomplete or missing "
+                            f"({', '.join(missing)}); build it with `python -m images.vm build`")
+    return path
+
+
+def _check_resources(spec: MachineSpec) -> tuple[int, int]:
+    resources = spec.resources
+    if resources.gpus:
+        raise ProviderError("the libvirt provider cannot give a virtual machine GPUs")
+    if resources.memory_mb < _MIN_MEMORY_MB:
+        raise ProviderError(f"a virtual machine needs at least {_MIN_MEMORY_MB} MiB of memory")
+    return max(1, math.ceil(resources.cpu)), int(resources.memory_mb)
+
+
+def _public_host_key(private_key: str) -> str:
+    import asyncssh
+
+    try:
+        key = asyncssh.import_private_key(private_key)
+    except (asyncssh.KeyImportError, ValueError) as e:
+        raise ProviderError(f"the machine's host key is not a valid private key: {e}") from e
+    algorithm = key.get_algorithm()
+    if (algorithm.decode() if isinstance(algorithm, bytes) else algorithm) != "ssh-ed25519":
+        raise ProviderError("the machine's host key must be ed25519")
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _run(argv) -> None:
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ProviderError(f"{argv[0]} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+
+
+def _make_seed(path: Path, spec: MachineSpec, host_key_public: str) -> None:
+    """Write the NoCloud seed ISO (mode 0600: it holds the private host key)."""
+    user_data = {
+        "users": [{
+            "name": spec.ssh_user,
+            "shell": "/bin/bash",
+            "lock_passwd": True,
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
+            "ssh_authorized_keys": [spec.authorized_key.strip()],
+        }],
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {
+            "ed25519_private": spec.host_key_private.strip() + "\n",
+            "ed25519_public": host_key_public,
+        },
+        "ssh_pwauth": False,
+        "disable_root": True,
+        "manage_etc_hosts": True,  # the hostname resolves (sudo complains otherwise)
+    }
+    meta_data = {"instance-id": spec.name, "local-hostname": spec.name}
+    with tempfile.TemporaryDirectory(prefix="seed-", dir=path.parent) as tmp:
+        (Path(tmp) / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user_data))
+        (Path(tmp) / "meta-data").write_text(yaml.safe_dump(meta_data))
+        old_umask = os.umask(0o077)
+        try:
+            _run(["genisoimage", "-quiet", "-output", str(path), "-volid", "cidata",
+                  "-joliet", "-rock", f"{tmp}/user-data", f"{tmp}/meta-data"])
+        finally:
+            os.umask(old_umask)
+
+
+def _domain_xml(spec: MachineSpec, machine: Machine, image: Path, directory: Path,
+                vcpus: int, memory_mb: int) -> str:
+    ET.register_namespace("qemu", QEMU_NS)
+    ET.register_namespace("multiplespawner", METADATA_NS)
+    manifest = json.loads((image / _MANIFEST).read_text())
+    domain = ET.Element("domain", type="qemu")
+    ET.SubElement(domain, "name").text = spec.name
+    ET.SubElement(domain, "description").text = "notebook server machine (jupyterhub-multiplespawner)"
+    meta = ET.SubElement(ET.SubElement(domain, "metadata"), f"{{{METADATA_NS}}}machine")
+    for key, value in sorted(machine.labels.items()):
+        ET.SubElement(meta, f"{{{METADATA_NS}}}label", key=str(key)).text = str(value)
+    ET.SubElement(meta, f"{{{METADATA_NS}}}ssh", host=machine.host, port=str(machine.port),
+                  user=machine.ssh_user, host_key=machine.host_public_key)
+    ET.SubElement(domain, "memory", unit="MiB").text = str(memory_mb)
+    ET.SubElement(domain, "vcpu").text = str(vcpus)
+    os_ = ET.SubElement(domain, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
+    ET.SubElement(os_, "kernel").text = str(image / _KERNEL)
+    ET.SubElement(os_, "initrd").text = str(image / _INITRD)
+    ET.SubElement(os_, "cmdline").text = manifest["cmdline"]
+    ET.SubElement(ET.SubElement(domain, "features"), "acpi")
+    ET.SubElement(domain, "cpu", mode="maximum")  # TCG: every feature QEMU can emulate
+    ET.SubElement(domain, "on_poweroff").text = "destroy"
+    ET.SubElement(domain, "on_reboot").text = "restart"
+    ET.SubElement(domain, "on_crash").text = "destroy"
+    devices = ET.SubElement(domain, "devices")
+    for source, fmt, target, readonly in ((directory / "overlay.qcow2", "qcow2", "vda", False),
+                                          (directory / "seed.iso", "raw", "vdb", True)):
+        disk = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(disk, "driver", name="qemu", type=fmt)
+        ET.SubElement(disk, "source", file=str(source))
+        ET.SubElement(disk, "target", dev=target, bus="virtio")
+        if readonly:
+            ET.SubElement(disk, "readonly")
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path=str(directory / "console.log"))
+    ET.SubElement(serial, "target", port="0")
+    rng = ET.SubElement(devices, "rng", model="virtio")  # entropy for sshd and cloud-init at boot
+    ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
+    ET.SubElement(devices, "memballoon", model="none")
+    # libvirt 9.0 forwards ports for user-mode networking only with the passt backend; QEMU's
+    # own (slirp) user networking with a host forward is passed through on its command line.
+    # Those arguments come before libvirt's devices, so the NIC takes a PCI slot (30) that
+    # libvirt's automatic addresses (from slot 2 up) do not reach.
+    netdev = f"user,id=msnet0,hostfwd=tcp:{machine.host}:{machine.port}-:22"
+    if spec.deployment.get("restrict_network"):
+        netdev += ",restrict=on"
+    commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+    for arg in ("-netdev", netdev, "-device", "virtio-net-pci,netdev=msnet0,bus=pci.0,addr=0x1e"):
+        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def _metadata(domain):
+    """The provider's metadata element of ``domain``, or None if the domain is not ours."""
+    import libvirt
+
+    try:
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+    except libvirt.libvirtError:
+        return None
+    return ET.fromstring(text)
+
+
+def _machine_from_metadata(name: str, provider: str, meta) -> Machine:
+    # libvirt hands the element back without our namespace on its children
+    def find(tag):
+        return meta.findall(tag) or meta.findall(f"{{{METADATA_NS}}}{tag}")
+
+    ssh = find("ssh")[0]
+    return Machine(
+        id=name, provider=provider, host=ssh.get("host"), port=int(ssh.get("port")),
+        ssh_user=ssh.get("user"), host_public_key=ssh.get("host_key"),
+        labels={label.get("key"): label.text or "" for label in find("label")},
+    )
