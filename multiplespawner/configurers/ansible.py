@@ -34,6 +34,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -137,41 +138,65 @@ def build_inventory(machine, key_file: Path, known_hosts_file: Path, python: str
     }
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) of a Linux process, or None if it is gone."""
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time) of a Linux process, or None if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return int(fields[1]), int(fields[19])
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live process (to recognise it later despite PID reuse)."""
+    stat = _proc_stat(pid)
+    return stat[2] if stat is not None else None
 
 
 def process_tree(pid: int) -> list[tuple[int, int]]:
     """``pid`` and all its descendants as (pid, start time) pairs, from /proc (empty elsewhere)."""
-    parents = {}
+    stats = {}
     for entry in Path("/proc").glob("[0-9]*"):
         stat = _proc_stat(int(entry.name))
         if stat is not None:
-            parents[int(entry.name)] = stat
-    if pid not in parents:
+            stats[int(entry.name)] = stat
+    if pid not in stats:
         return []
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
-        tree.append((current, parents[current][1]))
-        todo.extend(child for child, (ppid, _) in parents.items() if ppid == current)
+        tree.append((current, stats[current][2]))
+        todo.extend(child for child, (_, ppid, _) in stats.items() if ppid == current)
     return tree
 
 
-def kill_processes(snapshot: list[tuple[int, int]]) -> None:
-    """SIGKILL each (pid, start time) of ``snapshot`` that is still that same process."""
-    for pid, started in snapshot:
-        stat = _proc_stat(pid)
-        if stat is not None and stat[1] == started:
+def _alive(pid: int, started: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
+def kill_process_tree(pid: int, started: int, wait: float = 5.0) -> None:
+    """SIGKILL process ``pid`` (if it is still the one that started at ``started``) and all its
+    descendants, and wait up to ``wait`` seconds until they are gone. Blocking.
+
+    The process is stopped first, so it cannot fork while its tree is read.
+    """
+    if not _alive(pid, started):
+        return
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    tree = process_tree(pid)
+    for member, member_started in tree:
+        if _alive(member, member_started):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(member, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    deadline = time.monotonic() + wait
+    while any(_alive(*member) for member in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def tree_digest(root: Path) -> str:
@@ -425,9 +450,9 @@ class AnsibleConfigurer(Configurer):
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
         async def stop():
-            tree = process_tree(playbook_pid) if playbook_pid else []
-            cancelled.set()  # the runner kills ansible-playbook's process group at its next check
-            kill_processes(tree)
+            if playbook_pid is not None and playbook_started is not None:
+                await asyncio.to_thread(kill_process_tree, playbook_pid, playbook_started)
+            cancelled.set()  # the runner ends the run (and kills the process group) at its next check
             await asyncio.gather(asyncio.shield(job), return_exceptions=True)
 
         job = loop.run_in_executor(self._pool(), run)
@@ -435,10 +460,12 @@ class AnsibleConfigurer(Configurer):
         failure = None
         stats: dict = {}
         last_task = None
-        playbook_pid = None
+        playbook_pid = playbook_started = None
         try:
             while (event := await asyncio.wait_for(events.get(), max(0, deadline - loop.time()))) is not None:
-                playbook_pid = playbook_pid or event.get("pid")
+                if playbook_pid is None and event.get("pid"):
+                    playbook_pid = int(event["pid"])
+                    playbook_started = process_start_time(playbook_pid)
                 kind = event.get("event", "")
                 if kind == "playbook_on_stats":
                     stats = {

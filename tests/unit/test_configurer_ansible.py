@@ -207,28 +207,19 @@ def test_stopping_a_run_reaches_processes_in_other_sessions():
         while len(tree := mod.process_tree(shell.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(tree) == 2, tree
-        mod.kill_processes(tree)
-        shell.wait(timeout=10)
+        mod.kill_process_tree(shell.pid, mod.process_start_time(shell.pid))
+        assert shell.wait(timeout=10) == -9
         (child, started), = tree[1:]
-
-        def gone():
-            stat = mod._proc_stat(child)
-            return stat is None or stat[1] != started
-
-        deadline = time.monotonic() + 10
-        while not gone() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert gone(), f"the setsid child {child} survived"
+        assert not mod._alive(child, started), f"the setsid child {child} survived"
     finally:
         if shell.poll() is None:
             shell.kill()
             shell.wait()
 
 
-def test_kill_processes_skips_a_reused_pid():
+def test_kill_process_tree_skips_a_reused_pid():
     import os
 
     me = os.getpid()
-    started = mod._proc_stat(me)[1]
-    mod.kill_processes([(me, started + 1)])  # same pid, other start time: not ours, not killed
-    assert mod._proc_stat(me) is not None
+    mod.kill_process_tree(me, mod.process_start_time(me) + 1)  # same pid, other start time: not ours
+    assert mod._alive(me, mod.process_start_time(me))

@@ -1,0 +1,93 @@
+"""AnsibleConfigurer runs that need no machine: a timeout stops every process of the run, and
+a machine that does not answer gives a clear error. Real ansible-playbook processes; the
+timeout case runs a local play (connection: local) from its own playbook directory."""
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
+from multiplespawner.credentials import CredentialStore
+from multiplespawner.providers.base import Machine
+from tests.fixtures.net import free_port
+
+
+@pytest.fixture
+async def credentials(tmp_path):
+    store = CredentialStore(base_dir=str(tmp_path / "keys"))
+    creds = await store.create("runs")
+    yield creds
+    await store.remove(creds)
+
+
+def processes_with(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+async def test_timeout_kills_the_run_and_its_workers(tmp_path, credentials):
+    marker = f"{random.randint(100000, 999999)}.5"
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "slow.yml").write_text(
+        "- name: A play that hangs\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  vars:\n"
+        "    ansible_connection: local\n"  # play vars beat the configurer's inventory
+        "  tasks:\n"
+        "    - name: Wait forever\n"
+        f"      ansible.builtin.command: sleep {marker}\n"
+        "      changed_when: false\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    configurer = AnsibleConfigurer(
+        playbook_dir=str(playbooks), playbook="slow.yml", work_dir=str(work), timeout=8,
+        remote_python="/usr/bin/python3",
+    )
+    machine = Machine(id="local", provider="none", host="127.0.0.1", port=22, ssh_user="root",
+                      host_public_key=credentials.host_public_key)
+
+    async def sleeping():
+        while not processes_with(f"sleep {marker}"):
+            await asyncio.sleep(0.2)
+
+    run = asyncio.ensure_future(configurer.configure(machine, credentials, {}))
+    await asyncio.wait_for(sleeping(), 60)  # the task's command runs in Ansible's worker
+    with pytest.raises(ConfigurerError, match=r"took longer than 8s \(last task: none\)"):
+        await asyncio.wait_for(run, 60)
+    for _ in range(50):
+        if not processes_with(f"sleep {marker}") and not processes_with(str(work)):
+            break
+        await asyncio.sleep(0.2)
+    assert processes_with(f"sleep {marker}") == []
+    assert processes_with(str(work)) == []
+    assert list(work.iterdir()) == []
+
+
+async def test_machine_that_does_not_answer(tmp_path, credentials):
+    port = free_port("127.0.0.1")  # nothing listens there
+    machine = Machine(id="gone", provider="none", host="127.0.0.1", port=port, ssh_user="admin",
+                      host_public_key=credentials.host_public_key)
+    work = tmp_path / "work"
+    work.mkdir()
+    messages = []
+    with pytest.raises(ConfigurerError) as info:
+        await AnsibleConfigurer(work_dir=str(work), timeout=120).configure(
+            machine, credentials, {"notebook_user_name": "alice"}, messages.append
+        )
+    message = str(info.value)
+    assert f"configuring 127.0.0.1:{port} failed at task 'Create the notebook environment'" in message
+    assert "Connection refused" in message
+    assert messages == ["TASK [Create the notebook environment] unreachable"]
+    assert list(work.iterdir()) == []
