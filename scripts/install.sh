@@ -23,7 +23,8 @@ run_packages=(python3 python3-venv python3-dev gcc ca-certificates sudo passwd p
 # node/npm may come from outside Debian's packages (as on the build machines): use those if present.
 command -v npm >/dev/null || run_packages+=(nodejs npm)
 test_packages=(slapd ldap-utils openssh-server openssh-client nginx-light docker.io chromium
-    debootstrap qemu-system-x86 qemu-utils iproute2 curl git)
+    debootstrap qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config genisoimage
+    iproute2 curl git)
 
 packages=("${run_packages[@]}")
 [ "$profile" = test ] && packages+=("${test_packages[@]}")
@@ -54,7 +55,7 @@ fi
 chmod 755 "$(dirname "$venv")"
 
 extra=lab
-[ "$profile" = test ] && extra=test
+[ "$profile" = test ] && extra=test,libvirt,cloud
 echo "== pip: installing the suite into $venv ($extra)"
 "$venv/bin/pip" install -q -e "$here[$extra]"
 echo "== installed ($profile)"
