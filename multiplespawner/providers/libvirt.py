@@ -49,10 +49,9 @@ from pathlib import Path
 
 import yaml
 
-from .base import LABEL_PREFIX, Machine, MachineSpec, Provider, ProviderError, wait_for_ssh
+from .base import Machine, MachineSpec, Provider, ProviderError, wait_for_ssh
+from .identity import HUB_LABEL, check_labels, cloud_init_user_data, public_host_key
 
-#: the label whose value :meth:`LibvirtProvider.list` matches against ``hub_id``
-HUB_LABEL = f"{LABEL_PREFIX}.hub"
 #: XML namespace of the provider's ``<metadata>`` element in the domain
 METADATA_NS = "https://jupyterhub-multiplespawner.readthedocs.io/xmlns/libvirt-machine/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -160,7 +159,10 @@ class LibvirtProvider(Provider):
         image = _check_image(spec.deployment)
         directory = self._machine_dir(spec.name)
         vcpus, memory_mb = _check_resources(spec)
-        host_key_public = _public_host_key(spec.host_key_private)
+        check_labels(spec.labels)
+        host_key_public = public_host_key(spec.host_key_private)
+        if not host_key_public.startswith("ssh-ed25519 "):
+            raise ProviderError("the machine's host key must be ed25519 (the image's sshd uses that one)")
         if spec.ssh_user == "root" or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
             raise ProviderError(f"invalid login account {spec.ssh_user!r} for a virtual machine "
                                 "(a lowercase Unix user name other than root)")
@@ -276,19 +278,6 @@ def _check_resources(spec: MachineSpec) -> tuple[int, int]:
     return max(1, math.ceil(resources.cpu)), int(resources.memory_mb)
 
 
-def _public_host_key(private_key: str) -> str:
-    import asyncssh
-
-    try:
-        key = asyncssh.import_private_key(private_key)
-    except (asyncssh.KeyImportError, ValueError) as e:
-        raise ProviderError(f"the machine's host key is not a valid private key: {e}") from e
-    algorithm = key.get_algorithm()
-    if (algorithm.decode() if isinstance(algorithm, bytes) else algorithm) != "ssh-ed25519":
-        raise ProviderError("the machine's host key must be ed25519")
-    return " ".join(key.export_public_key("openssh").decode().split()[:2])
-
-
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -303,34 +292,16 @@ def _run(argv) -> None:
 
 def _make_seed(path: Path, spec: MachineSpec, host_key_public: str) -> None:
     """Write the NoCloud seed ISO (mode 0600: it holds the private host key)."""
-    user_data = {
-        "users": [{
-            "name": spec.ssh_user,
-            "shell": "/bin/bash",
-            "lock_passwd": True,
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "ssh_authorized_keys": [spec.authorized_key.strip()],
-        }],
-        "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
-        "ssh_keys": {
-            "ed25519_private": spec.host_key_private.strip() + "\n",
-            "ed25519_public": host_key_public,
-        },
-        "ssh_pwauth": False,
-        "disable_root": True,
-        "manage_etc_hosts": True,  # the hostname resolves (sudo complains otherwise)
-    }
+    user_data = cloud_init_user_data(spec.ssh_user, spec.authorized_key, spec.host_key_private,
+                                     host_key_public)
+    user_data += "manage_etc_hosts: true\n"  # the hostname resolves (sudo complains otherwise)
     meta_data = {"instance-id": spec.name, "local-hostname": spec.name}
     with tempfile.TemporaryDirectory(prefix="seed-", dir=path.parent) as tmp:
-        (Path(tmp) / "user-data").write_text("#cloud-config\n" + yaml.safe_dump(user_data))
+        (Path(tmp) / "user-data").write_text(user_data)
         (Path(tmp) / "meta-data").write_text(yaml.safe_dump(meta_data))
-        old_umask = os.umask(0o077)
-        try:
-            _run(["genisoimage", "-quiet", "-output", str(path), "-volid", "cidata",
-                  "-joliet", "-rock", f"{tmp}/user-data", f"{tmp}/meta-data"])
-        finally:
-            os.umask(old_umask)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # genisoimage keeps the mode
+        _run(["genisoimage", "-quiet", "-output", str(path), "-volid", "cidata",
+              "-joliet", "-rock", f"{tmp}/user-data", f"{tmp}/meta-data"])
 
 
 def _domain_xml(spec: MachineSpec, machine: Machine, image: Path, directory: Path,

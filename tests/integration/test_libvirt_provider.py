@@ -6,6 +6,7 @@ the domain exists, or when QEMU refuses to start.
 """
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -16,8 +17,9 @@ import pytest
 
 from multiplespawner.providers import MachineSpec, ProviderError, Resources
 from multiplespawner.providers import libvirt as libvirt_provider
-from multiplespawner.providers.base import wait_for_ssh
-from multiplespawner.providers.libvirt import HUB_LABEL, LibvirtProvider
+from multiplespawner.providers.base import LABEL_PREFIX, wait_for_ssh
+from multiplespawner.providers.identity import HUB_LABEL
+from multiplespawner.providers.libvirt import LibvirtProvider
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +42,7 @@ def _spec(name, image, **changes):
         ssh_user="hubadmin",
         authorized_key=client_public,
         host_key_private=host_key.export_private_key().decode(),
-        labels={HUB_LABEL: HUB_ID, f"{libvirt_provider.LABEL_PREFIX}.user": "alice"},
+        labels={HUB_LABEL: HUB_ID, f"{LABEL_PREFIX}.user": "alice"},
     )
     fields.update(changes)
     return MachineSpec(**fields)
@@ -55,8 +57,10 @@ def _leftovers(uri, storage, name):
         domains = [d.name() for d in conn.listAllDomains(0) if d.name() == name]
     finally:
         conn.close()
-    files = sorted(str(p.relative_to(storage)) for p in storage.rglob("*") if p.name != "")
-    return {"domains": domains, "files": [f for f in files if f.split("/")[0] == name]}
+    files = sorted(str(p.relative_to(storage)) for p in storage.glob(f"{name}/**/*"))
+    if (storage / name).exists():
+        files.insert(0, name)
+    return {"domains": domains, "files": files}
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +127,12 @@ async def test_cpus_and_memory_match_the_spec(vm):
     assert 0.8 * spec.resources.memory_mb * 1024 < mem_kib <= spec.resources.memory_mb * 1024
 
 
-async def test_a_wrong_pinned_host_key_is_refused(vm):
+async def test_a_wrong_pinned_host_key_is_refused(vm, provider):
     machine, client_key, _ = vm
     _, other_public = _key_pair()
+    with pytest.raises(ProviderError, match="host key other than the one pinned") as refused:
+        await provider.wait_ready(dataclasses.replace(machine, host_public_key=other_public), timeout=30)
+    assert f"{machine.id} login:" in str(refused.value)  # the guest's console is quoted
     with pytest.raises(ProviderError, match="host key other than the one pinned"):
         await wait_for_ssh(machine.host, machine.port, other_public, timeout=30)
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
@@ -153,6 +160,7 @@ async def test_destroy_leaves_nothing_behind(vm, provider, libvirt_uri, libvirt_
     before = _leftovers(libvirt_uri, libvirt_storage, machine.id)
     assert before["domains"] == [machine.id]
     assert {f"{machine.id}/overlay.qcow2", f"{machine.id}/seed.iso"} <= set(before["files"])
+    assert (libvirt_storage / machine.id / "seed.iso").stat().st_mode & 0o077 == 0  # private host key
     await provider.destroy(machine.id)
     assert _leftovers(libvirt_uri, libvirt_storage, machine.id) == {"domains": [], "files": []}
     assert machine.id not in {m.id for m in await provider.list(HUB_ID)}
