@@ -29,12 +29,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tarfile
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -43,6 +41,7 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from ..shared_files import shared_path
 from .base import ConfigureResult, Configurer, ConfigurerError, report
+from .processes import kill_process_tree, process_start_time
 
 #: environment variables of the hub passed on to ansible-playbook (others are blanked)
 ENV_ALLOWLIST = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
@@ -136,67 +135,6 @@ def build_inventory(machine, key_file: Path, known_hosts_file: Path, python: str
             }
         }
     }
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time) of a Linux process, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of a live process (to recognise it later despite PID reuse)."""
-    stat = _proc_stat(pid)
-    return stat[2] if stat is not None else None
-
-
-def process_tree(pid: int) -> list[tuple[int, int]]:
-    """``pid`` and all its descendants as (pid, start time) pairs, from /proc (empty elsewhere)."""
-    stats = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        stat = _proc_stat(int(entry.name))
-        if stat is not None:
-            stats[int(entry.name)] = stat
-    if pid not in stats:
-        return []
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append((current, stats[current][2]))
-        todo.extend(child for child, (_, ppid, _) in stats.items() if ppid == current)
-    return tree
-
-
-def _alive(pid: int, started: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[2] == started and stat[0] != "Z"
-
-
-def kill_process_tree(pid: int, started: int, wait: float = 5.0) -> None:
-    """SIGKILL process ``pid`` (if it is still the one that started at ``started``) and all its
-    descendants, and wait up to ``wait`` seconds until they are gone. Blocking.
-
-    The process is stopped first, so it cannot fork while its tree is read.
-    """
-    if not _alive(pid, started):
-        return
-    try:
-        os.kill(pid, signal.SIGSTOP)
-    except ProcessLookupError:
-        return
-    tree = process_tree(pid)
-    for member, member_started in tree:
-        if _alive(member, member_started):
-            try:
-                os.kill(member, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + wait
-    while any(_alive(*member) for member in tree) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def tree_digest(root: Path) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
 from multiplespawner.configurers import ansible as mod
+from multiplespawner.configurers import processes
 from multiplespawner.credentials import ServerCredentials
 from multiplespawner.providers.base import Machine
 
@@ -204,13 +205,13 @@ def test_stopping_a_run_reaches_processes_in_other_sessions():
     shell = subprocess.Popen(["sh", "-c", "setsid sleep 300 & wait"])
     try:
         deadline = time.monotonic() + 10
-        while len(tree := mod.process_tree(shell.pid)) < 2 and time.monotonic() < deadline:
+        while len(tree := processes.process_tree(shell.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(tree) == 2, tree
-        mod.kill_process_tree(shell.pid, mod.process_start_time(shell.pid))
+        processes.kill_process_tree(shell.pid, processes.process_start_time(shell.pid))
         assert shell.wait(timeout=10) == -9
         (child, started), = tree[1:]
-        assert not mod._alive(child, started), f"the setsid child {child} survived"
+        assert not processes._alive(child, started), f"the setsid child {child} survived"
     finally:
         if shell.poll() is None:
             shell.kill()
@@ -221,5 +222,5 @@ def test_kill_process_tree_skips_a_reused_pid():
     import os
 
     me = os.getpid()
-    mod.kill_process_tree(me, mod.process_start_time(me) + 1)  # same pid, other start time: not ours
-    assert mod._alive(me, mod.process_start_time(me))
+    processes.kill_process_tree(me, processes.process_start_time(me) + 1)  # same pid, other start time: not ours
+    assert processes._alive(me, processes.process_start_time(me))
