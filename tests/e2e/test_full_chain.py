@@ -9,6 +9,7 @@ starts the lab over the SSH tunnels, and the browser runs a cell in it. Stopping
 container, the per-server keys and the tunnel.
 """
 
+import base64
 import json
 import secrets
 
@@ -43,7 +44,11 @@ def person():
 @pytest.fixture
 def browser_context_args(person):
     name, password = person
-    return {"http_credentials": {"username": name, "password": password}}
+    # on every request: the lab's fetch() and websocket calls must carry the front proxy's
+    # credentials too, and Chromium answers nginx's basic-auth challenge only for navigations
+    # (an institution's portal would use its SSO cookie instead)
+    token = base64.b64encode(f"{name}:{password}".encode()).decode()
+    return {"extra_http_headers": {"Authorization": f"Basic {token}"}}
 
 
 def test_click_to_lab_on_a_container_machine(page, person, hub_factory, nginx_factory, docker_engine,
