@@ -15,6 +15,7 @@ import uuid
 import asyncssh
 import pytest
 
+from benchmarks.common import StallMonitor
 from multiplespawner.providers import MachineSpec, ProviderError, Resources
 from multiplespawner.providers import libvirt as libvirt_provider
 from multiplespawner.providers.base import LABEL_PREFIX, wait_for_ssh
@@ -63,6 +64,14 @@ def _leftovers(uri, storage, name):
     return {"domains": domains, "files": files}
 
 
+@dataclasses.dataclass
+class BootedVM:
+    machine: object  #: the Machine create() returned
+    client_key: object  #: the per-server client key (asyncssh private key)
+    spec: MachineSpec
+    max_stall_ms: float  #: longest event-loop stall during create and wait_ready
+
+
 @pytest.fixture(scope="module")
 def provider(libvirt_uri, libvirt_storage):
     return LibvirtProvider(uri=libvirt_uri, storage_dir=libvirt_storage)
@@ -70,28 +79,29 @@ def provider(libvirt_uri, libvirt_storage):
 
 @pytest.fixture(scope="module")
 def vm(provider, vm_image, libvirt_uri, artifacts_dir):
-    """One booted VM for the module: (machine, client key, spec, seconds from create to ready)."""
+    """One booted VM for the module."""
     client_key, client_public = _key_pair()
     spec = _spec(f"pytest-vm-{uuid.uuid4().hex[:6]}", vm_image, authorized_key=client_public)
 
     async def boot():
-        started = time.monotonic()
-        machine = await provider.create(spec)
-        created = time.monotonic()
-        try:
-            await provider.wait_ready(machine, timeout=BOOT_TIMEOUT)
-        except BaseException:
-            await provider.destroy(machine.id)
-            raise
-        return machine, created - started, time.monotonic() - started
+        async with StallMonitor() as monitor:
+            started = time.monotonic()
+            machine = await provider.create(spec)
+            created = time.monotonic()
+            try:
+                await provider.wait_ready(machine, timeout=BOOT_TIMEOUT)
+            except BaseException:
+                await provider.destroy(machine.id)
+                raise
+        return machine, created - started, time.monotonic() - started, monitor.max_stall_ms
 
-    machine, create_s, ready_s = asyncio.run(boot())
-    (artifacts_dir / "libvirt-timings.json").write_text(
-        json.dumps({"create_s": round(create_s, 1), "create_to_ssh_ready_s": round(ready_s, 1)}) + "\n"
-    )
-    print(f"\nlibvirt VM {machine.id}: create {create_s:.1f}s, create-to-SSH-ready {ready_s:.1f}s")
+    machine, create_s, ready_s, stall_ms = asyncio.run(boot())
+    timings = {"create_s": round(create_s, 1), "create_to_ssh_ready_s": round(ready_s, 1),
+               "max_event_loop_stall_ms": round(stall_ms, 1)}
+    (artifacts_dir / "libvirt-timings.json").write_text(json.dumps(timings) + "\n")
+    print(f"\nlibvirt VM {machine.id}: {timings}")
     try:
-        yield machine, client_key, spec
+        yield BootedVM(machine, client_key, spec, stall_ms)
     finally:
         asyncio.run(provider.destroy(machine.id))
 
@@ -105,7 +115,7 @@ async def _login(machine, client_key, known_host_key):
 
 
 async def test_login_with_the_per_server_key_and_pinned_host_key(vm):
-    machine, client_key, spec = vm
+    machine, client_key, spec = vm.machine, vm.client_key, vm.spec
     assert machine.host == "127.0.0.1"
     async with await _login(machine, client_key, machine.host_public_key) as conn:
         who = await conn.run("id -un; sudo -n id -un; hostname", check=True)
@@ -118,7 +128,7 @@ async def test_login_with_the_per_server_key_and_pinned_host_key(vm):
 
 
 async def test_cpus_and_memory_match_the_spec(vm):
-    machine, client_key, spec = vm
+    machine, client_key, spec = vm.machine, vm.client_key, vm.spec
     async with await _login(machine, client_key, machine.host_public_key) as conn:
         result = await conn.run("nproc; awk '/^MemTotal:/ {print $2}' /proc/meminfo", check=True)
     cpus, mem_kib = (int(v) for v in result.stdout.split())
@@ -128,7 +138,7 @@ async def test_cpus_and_memory_match_the_spec(vm):
 
 
 async def test_a_wrong_pinned_host_key_is_refused(vm, provider):
-    machine, client_key, _ = vm
+    machine, client_key = vm.machine, vm.client_key
     _, other_public = _key_pair()
     with pytest.raises(ProviderError, match="host key other than the one pinned") as refused:
         await provider.wait_ready(dataclasses.replace(machine, host_public_key=other_public), timeout=30)
@@ -140,14 +150,14 @@ async def test_a_wrong_pinned_host_key_is_refused(vm, provider):
 
 
 async def test_only_the_per_server_client_key_logs_in(vm):
-    machine, _, _ = vm
+    machine = vm.machine
     stranger, _ = _key_pair()
     with pytest.raises(asyncssh.PermissionDenied):
         await _login(machine, stranger, machine.host_public_key)
 
 
 async def test_list_finds_the_machine_after_a_restart(vm, libvirt_uri, libvirt_storage):
-    machine, _, spec = vm
+    machine, spec = vm.machine, vm.spec
     fresh = LibvirtProvider(uri=libvirt_uri, storage_dir=libvirt_storage)  # nothing in memory
     found = {m.id: m for m in await fresh.list(HUB_ID)}
     assert found[machine.id] == machine
@@ -155,8 +165,13 @@ async def test_list_finds_the_machine_after_a_restart(vm, libvirt_uri, libvirt_s
     assert machine.id not in {m.id for m in await fresh.list("another-hub")}
 
 
+def test_no_libvirt_call_stalls_the_event_loop(vm):
+    # measured over create and wait_ready: minutes of libvirt calls, subprocesses and SSH probes
+    assert vm.max_stall_ms < 250, vm.max_stall_ms
+
+
 async def test_destroy_leaves_nothing_behind(vm, provider, libvirt_uri, libvirt_storage):
-    machine, _, _ = vm
+    machine = vm.machine
     before = _leftovers(libvirt_uri, libvirt_storage, machine.id)
     assert before["domains"] == [machine.id]
     assert {f"{machine.id}/overlay.qcow2", f"{machine.id}/seed.iso"} <= set(before["files"])
@@ -182,6 +197,16 @@ async def test_create_asking_for_gpus_leaves_nothing(provider, vm_image, libvirt
     spec = _spec(f"pytest-gpu-{uuid.uuid4().hex[:6]}", vm_image, resources=Resources(gpus=1))
     with pytest.raises(ProviderError, match="GPUs"):
         await provider.create(spec)
+    assert _leftovers(libvirt_uri, libvirt_storage, spec.name) == {"domains": [], "files": []}
+
+
+async def test_a_cancelled_create_leaves_nothing(provider, vm_image, libvirt_uri, libvirt_storage):
+    spec = _spec(f"pytest-cancel-{uuid.uuid4().hex[:6]}", vm_image)
+    task = asyncio.ensure_future(provider.create(spec))
+    await asyncio.sleep(0.2)  # the blocking part is under way in the thread pool
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert _leftovers(libvirt_uri, libvirt_storage, spec.name) == {"domains": [], "files": []}
 
 
