@@ -7,9 +7,10 @@ One hub (MultipleSpawner, CHP) with two templates, spawned alternately through t
 * ``pool-lab`` (``bare_metal``): the reference, the same jupyterhub-singleuser started by
   CloudSSHSpawner on an already prepared sshd host (127.0.0.N), so only the start phase remains.
 
-Phases come from the spawn's progress events, timestamped as they arrive on the progress stream:
-create (provider.create), wait (sshd answers with the pinned key), configure (Ansible), start
-(CloudSSHSpawner connects and launches, and the hub waits for the notebook to answer).
+Phases come from the spawn's progress messages, timestamped by the hub's log: create
+(provider.create), wait (sshd answers with the pinned key), configure (Ansible), start
+(CloudSSHSpawner connects and launches, and the hub waits for the notebook to answer). The
+pool reference has only the start phase.
 
 The configuration cache: after a container spawn, the same configure call is repeated from the
 benchmark against the running machine, once with no previous hash (Ansible runs, changes
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 from benchmarks.common import new_figure, save, summary
@@ -55,34 +58,47 @@ def _catalogue(image: str, sshd, key_path: Path, wheel_dir: str | None) -> dict:
     return cat
 
 
+_LOG_LINE = re.compile(r"^\[I (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) [^\]]*\] (\S+): (.*)$")
+
+
+def _log_marks(log: str, user: str, since: float) -> dict:
+    """Phase -> wall-clock time of the spawner's first progress message for it (from the hub log)."""
+    marks = {}
+    for line in log.splitlines():
+        m = _LOG_LINE.match(line)
+        if not m or m.group(2) != user:
+            continue
+        when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        if when < since:
+            continue
+        for prefix, phase in MARKS.items():
+            if m.group(3).startswith(prefix):
+                marks.setdefault(phase, when)
+    return marks
+
+
 def timed_spawn(hub: Hub, user: str, template: str, timeout: float = 1800) -> dict:
-    """Spawn ``template`` for ``user``; return seconds per phase, total, and the server model."""
+    """Spawn ``template`` for ``user``; return seconds per phase, total, and the server model.
+
+    Phase boundaries are the hub's own log timestamps of the spawner's progress messages (the
+    progress stream replays earlier events in a burst when it is opened, so client-side arrival
+    times would not separate them); the last phase ends when the REST API reports the server
+    ready. Hub and benchmark share the machine's clock.
+    """
+    since = time.time() - 0.5  # log timestamps have millisecond resolution
     t0 = time.perf_counter()
     r = hub.api("POST", f"/users/{user}/server", json={"template": template})
     if r.status_code not in (201, 202):
         raise RuntimeError(f"spawn refused: {r.status_code} {r.text}")
-    marks = {}
-    stream = hub.api("GET", f"/users/{user}/server/progress", stream=True, timeout=timeout)
-    for line in stream.iter_lines(decode_unicode=True):
-        if not line.startswith("data:"):
-            continue
-        event = json.loads(line[5:])
-        now = time.perf_counter() - t0
-        if event.get("failed"):
-            raise RuntimeError(f"spawn failed: {event.get('message')}\n{hub.log_tail()}")
-        for prefix, phase in MARKS.items():
-            if event.get("message", "").startswith(prefix):
-                marks.setdefault(phase, now)
-        if event.get("ready"):
-            break
-    stream.close()
     model = hub.wait_for_ready(user, timeout=timeout)
+    ready = time.time()
     total = time.perf_counter() - t0
-    present = [p for p in PHASES if p in marks]
+    marks = _log_marks(hub.log_text(), user, since)
+    present = sorted((when, phase) for phase, when in marks.items())
     phases = {}
-    for i, phase in enumerate(present):
-        end = marks[present[i + 1]] if i + 1 < len(present) else total
-        phases[phase] = end - marks[phase]
+    for i, (when, phase) in enumerate(present):
+        end = present[i + 1][0] if i + 1 < len(present) else ready
+        phases[phase] = end - when
     return {"phases": phases, "total": total, "model": model}
 
 

@@ -16,23 +16,9 @@ import secrets
 import pytest
 
 from tests.fixtures.browser import screenshot
-from tests.fixtures.machines import prepared_image  # noqa: F401  (fixture)
+from tests.fixtures.machines import MachineCounter, prepared_image  # noqa: F401  (fixture)
 from tests.integration.test_header_nginx import front_proxied_hub
-from tests.integration.test_machines_docker import assert_nothing_left, machine_catalogue
-
-
-class _Counted:
-    """What assert_nothing_left needs: the hub, its id and the Docker client."""
-
-    def __init__(self, hub, hub_id, docker):
-        self.hub, self.hub_id, self.docker = hub, hub_id, docker
-
-    def counter(self):
-        from tests.fixtures.machines import MachineCounter
-
-        hub = self.hub
-        return MachineCounter(self.docker, self.hub_id, hub.dir / "server-credentials", hub.process.pid,
-                              hub_ports=(hub.port, hub.hub_port, hub.proxy_api_port))
+from tests.integration.test_machines_docker import machine_catalogue
 
 
 @pytest.fixture
@@ -69,7 +55,7 @@ c.MultipleSpawner.catalogue_paths = [{str(cat_file)!r}]
 c.MachineOrchestrator.hub_id = {hub_id!r}
 c.Spawner.poll_interval = 5
 """)
-    counted = _Counted(hub, hub_id, docker_engine)
+    counter = MachineCounter.of_hub(docker_engine, hub_id, hub)
 
     # login through nginx lands on the spawn form; pick the container machine
     page.goto(f"{nginx.url}/hub/spawn")
@@ -101,11 +87,12 @@ c.Spawner.poll_interval = 5
 
     model = hub.server_model(name)
     container_id = model["state"]["machine"]["machine"]["id"]
-    assert [c.id for c in counted.counter().containers()] == [container_id]
+    assert [c.id for c in counter.containers()] == [container_id]
 
     # stop from the hub's home page
     page.goto(f"{nginx.url}/hub/home")
     page.locator("#stop").click()
     page.locator("#start").wait_for(timeout=120_000)
     screenshot(page, "full-chain-4-stopped", artifacts_dir)
-    assert_nothing_left(counted)
+    left = counter.wait_for_nothing_left()
+    assert left == {}, f"left behind: {left}"

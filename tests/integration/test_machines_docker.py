@@ -11,7 +11,6 @@ processes are counted and must be zero.
 
 import json
 import secrets
-import time
 
 import pytest
 import requests
@@ -66,9 +65,7 @@ c.Spawner.poll_interval = 3
         self.hub.create_user(USER)
 
     def counter(self) -> MachineCounter:
-        hub = self.hub
-        return MachineCounter(self.docker, self.hub_id, hub.dir / "server-credentials", hub.process.pid,
-                              hub_ports=(hub.port, hub.hub_port, hub.proxy_api_port))
+        return MachineCounter.of_hub(self.docker, self.hub_id, self.hub)
 
     def failure(self, user_options=None) -> str:
         """Start a spawn that must fail; return the message the user sees."""
@@ -99,12 +96,9 @@ def cat_dir(tmp_path):
     return tmp_path
 
 
-def assert_nothing_left(mh: MachineHub, timeout: float = 60):
+def assert_nothing_left(mh: MachineHub):
     """Containers, key directories, tunnels and Ansible's ssh processes: all zero (waits a little)."""
-    counter = mh.counter()
-    deadline = time.monotonic() + timeout
-    while (left := counter.leftovers()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    left = mh.counter().wait_for_nothing_left()
     assert left == {}, f"left behind: {left}"
 
 
