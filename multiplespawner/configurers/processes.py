@@ -51,25 +51,44 @@ def _alive(pid: int, started: int) -> bool:
     return stat is not None and stat[2] == started and stat[0] != "Z"
 
 
+def _wait_stopped(members, deadline: float) -> None:
+    """Wait until each (pid, start time) is stopped by a signal or gone (or the deadline)."""
+    def settled(pid, started):
+        stat = _proc_stat(pid)
+        return stat is None or stat[2] != started or stat[0] in ("T", "t", "Z", "X")
+
+    while not all(settled(*m) for m in members) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _signal(members, sig) -> None:
+    for pid, started in members:
+        if _alive(pid, started):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
 def kill_process_tree(pid: int, started: int, wait: float = 5.0) -> None:
     """SIGKILL process ``pid`` (if it is still the one that started at ``started``) and all its
     descendants, and wait up to ``wait`` seconds until they are gone. Blocking.
 
-    The process is stopped first, so it cannot fork while its tree is read.
+    The tree is frozen first (SIGSTOP, level by level, until no new process appears), so
+    nothing can fork between reading the tree and killing it: a killed parent's children would
+    be re-parented and could no longer be found.
     """
     if not _alive(pid, started):
         return
-    try:
-        os.kill(pid, signal.SIGSTOP)
-    except ProcessLookupError:
-        return
-    tree = process_tree(pid)
-    for member, member_started in tree:
-        if _alive(member, member_started):
-            try:
-                os.kill(member, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + wait
+    tree = [(pid, started)]
+    for _ in range(10):
+        _signal(tree, signal.SIGSTOP)
+        _wait_stopped(tree, deadline)
+        grown = process_tree(pid)
+        if set(grown) <= set(tree):
+            break
+        tree = list(dict.fromkeys(tree + grown))
+    _signal(tree, signal.SIGKILL)
     while any(_alive(*member) for member in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
