@@ -30,6 +30,7 @@ print(json.dumps({
     "examples": sorted(
         os.path.relpath(os.path.join(d, f), shared_path("examples"))
         for d, _, fs in os.walk(shared_path("examples")) for f in fs
+        if "__pycache__" not in d  # pip byte-compiles the shipped .py files
     ),
 }))
 """
