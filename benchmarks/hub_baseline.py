@@ -69,7 +69,7 @@ def run(quick: bool) -> dict:
             hub.stop_server(user)
             direct.append(_direct_start(user))
     finally:
-        hub.stop()
+        hub.remove()
         remove_unix_user(user)
     return {
         "hub_startup_s": summary(startup),

@@ -8,6 +8,7 @@ between the hubs so drift in machine load hits both alike; the result is the rat
 
 import json
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
@@ -60,7 +61,8 @@ def run(quick: bool) -> dict:
             multiple.append(_timed_spawn(multiple_hub, user, {"template": "local"}))
     finally:
         for hub in (direct_hub, multiple_hub):
-            hub.stop()
+            hub.remove()
+        shutil.rmtree(folder, ignore_errors=True)
         remove_unix_user(user)
     return {
         "direct_spawn_s": summary(direct),
