@@ -76,12 +76,13 @@ c.Spawner.poll_interval = 5
     page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
     editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
     editor.wait_for(timeout=60_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    # the kernel starts in the container and its websocket runs through nginx, CHP and the tunnel
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=300_000)
     editor.click()
     page.keyboard.type("import getpass, socket; print(getpass.getuser(), socket.gethostname().startswith('jh-'), 6 * 7)")
     page.keyboard.press("Shift+Enter")
     output = page.locator(".jp-OutputArea-output").first
-    output.wait_for(timeout=60_000)
+    output.wait_for(timeout=120_000)
     screenshot(page, "full-chain-3-lab-cell", artifacts_dir)
     assert output.inner_text().strip() == f"{name} True 42"
 
