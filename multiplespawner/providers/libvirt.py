@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -76,8 +77,6 @@ class LibvirtProvider(Provider):
     def __init__(self, uri: str = "qemu:///system",
                  storage_dir: str | os.PathLike = "/var/lib/jupyterhub-multiplespawner/libvirt",
                  listen_host: str = "127.0.0.1", log=None):
-        import logging
-
         self.uri = uri
         self.storage_dir = Path(storage_dir)
         self.listen_host = listen_host
@@ -181,10 +180,8 @@ class LibvirtProvider(Provider):
                           labels=dict(spec.labels))
         domain = None
         try:
-            overlay = directory / "overlay.qcow2"
-            disk_gb = spec.deployment.get("disk_gb")
-            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                  "-b", str(image / _DISK), str(overlay), *([f"{int(disk_gb)}G"] if disk_gb else [])])
+            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image / _DISK),
+                  str(directory / "overlay.qcow2"), *_overlay_size(spec.deployment, image / _DISK)])
             seed = directory / "seed.iso"
             _make_seed(seed, spec, host_key_public)
             xml = _domain_xml(spec, machine, image, directory, vcpus, memory_mb)
@@ -278,6 +275,22 @@ def _check_resources(spec: MachineSpec) -> tuple[int, int]:
     return max(1, math.ceil(resources.cpu)), int(resources.memory_mb)
 
 
+def _overlay_size(deployment: dict, base: Path) -> list[str]:
+    """``qemu-img create`` size argument for the deployment's ``disk_gb`` ([] = the image's)."""
+    disk_gb = deployment.get("disk_gb")
+    if disk_gb is None:
+        return []
+    info = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(base)],
+                          capture_output=True, text=True)
+    if info.returncode != 0:
+        raise ProviderError(f"cannot read virtual machine image {base}: {info.stderr.strip()}")
+    base_bytes = json.loads(info.stdout)["virtual-size"]
+    if not isinstance(disk_gb, int) or disk_gb * 2**30 < base_bytes:
+        raise ProviderError(f"disk_gb must be a whole number of GiB, at least the image's "
+                            f"{math.ceil(base_bytes / 2**30)}")
+    return [f"{disk_gb}G"]
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -369,13 +382,10 @@ def _metadata(domain):
 
 
 def _machine_from_metadata(name: str, provider: str, meta) -> Machine:
-    # libvirt hands the element back without our namespace on its children
-    def find(tag):
-        return meta.findall(tag) or meta.findall(f"{{{METADATA_NS}}}{tag}")
-
-    ssh = find("ssh")[0]
+    # libvirt returns the element with its namespace stripped: plain <ssh/> and <label/> children
+    ssh = meta.find("ssh")
     return Machine(
         id=name, provider=provider, host=ssh.get("host"), port=int(ssh.get("port")),
         ssh_user=ssh.get("user"), host_public_key=ssh.get("host_key"),
-        labels={label.get("key"): label.text or "" for label in find("label")},
+        labels={label.get("key"): label.text or "" for label in meta.findall("label")},
     )

@@ -215,6 +215,15 @@ async def test_create_asking_for_gpus_leaves_nothing(provider, vm_image, libvirt
     assert _leftovers(libvirt_uri, libvirt_storage, spec.name) == {"domains": [], "files": []}
 
 
+async def test_a_disk_smaller_than_the_image_leaves_nothing(provider, vm_image, libvirt_uri,
+                                                             libvirt_storage):
+    spec = _spec(f"pytest-smalldisk-{uuid.uuid4().hex[:6]}", vm_image)
+    spec.deployment["disk_gb"] = 1  # the image's disk is 3 GB; fails after the directory exists
+    with pytest.raises(ProviderError, match="disk_gb must be .* at least the image's 3"):
+        await provider.create(spec)
+    assert _leftovers(libvirt_uri, libvirt_storage, spec.name) == {"domains": [], "files": []}
+
+
 async def test_a_cancelled_create_leaves_nothing(provider, vm_image, libvirt_uri, libvirt_storage):
     spec = _spec(f"pytest-cancel-{uuid.uuid4().hex[:6]}", vm_image)
     task = asyncio.ensure_future(provider.create(spec))
