@@ -25,6 +25,7 @@ import asyncio
 import json
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from datetime import datetime
@@ -185,8 +186,9 @@ c.JupyterHub.log_level = "INFO"
             cold_hub.stop_server(machine_user, timeout=120)
     finally:
         for h in hubs:
-            h.stop()
+            h.remove()
         sshd.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
         remove_unix_user(pool_user)
         engine.release()
 
