@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.common import new_figure, save, summary
-from tests.fixtures.hub import VENV_BIN, Hub, create_unix_user, remove_unix_user
+from tests.fixtures.hub import Hub, create_unix_user, remove_unix_user
 
 PHASES = ("create", "wait", "configure", "start")
 #: progress message prefix -> the phase it starts

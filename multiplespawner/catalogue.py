@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -289,34 +288,20 @@ def _bound_problems(spec: dict, filename: str, path: list) -> list[Problem]:
     return problems
 
 
-_SPAWNER_CLASSES: dict[str, type] = {}
-_SPAWNER_CLASSES_LOCK = threading.Lock()
-
-
 def spawner_class(name: str) -> type:
     """The Spawner class a template's ``spawner.class`` names (dotted path or entry point).
 
-    Blocking: the first call for a name imports the class's module (dockerspawner pulls in
-    docker-py, kubespawner the Kubernetes client), so call it from a worker thread, as the
-    catalogue reload does. Classes that resolved are cached for the process; failures are
-    not, so installing the missing package and touching the catalogue fixes a template.
-    Raises ``ValueError`` saying why the class cannot be used.
+    Blocking on the first call for a name (it imports the class's module; results are cached
+    by :func:`multiplespawner.spawner.spawner_class_for`), so call it from a worker thread,
+    as the catalogue reload does. Raises ``ValueError`` saying why the class cannot be used.
     """
-    with _SPAWNER_CLASSES_LOCK:
-        cls = _SPAWNER_CLASSES.get(name)
-        if cls is not None:
-            return cls
-        # imported here: the spawner module imports this one
-        from .spawner import TemplateError, spawner_class_for
+    # imported here: the spawner module imports this one
+    from .spawner import TemplateError, spawner_class_for
 
-        try:
-            cls = spawner_class_for(name)
-        except TemplateError as e:
-            raise ValueError(str(e)) from e
-        except Exception as e:  # an entry point whose module fails to import
-            raise ValueError(f"cannot import spawner class {name!r}: {e}") from e
-        _SPAWNER_CLASSES[name] = cls
-        return cls
+    try:
+        return spawner_class_for(name)
+    except TemplateError as e:
+        raise ValueError(str(e)) from e
 
 
 def _spawner_class_problems(spec: dict, filename: str, path: list) -> list[Problem]:

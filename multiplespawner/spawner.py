@@ -19,6 +19,7 @@ The life of one server:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from importlib.metadata import entry_points
 
@@ -67,18 +68,39 @@ class TemplateError(Exception):
     """A template that passed the schema cannot be used (e.g. its class does not import)."""
 
 
+_SPAWNER_CLASSES: dict[str, type[Spawner]] = {}
+_SPAWNER_CLASSES_LOCK = threading.Lock()
+
+
 def spawner_class_for(name: str) -> type[Spawner]:
-    """Resolve a template's ``spawner.class``: a dotted path or a ``jupyterhub.spawners`` entry point."""
-    if "." in name:
-        try:
+    """Resolve a template's ``spawner.class``: a dotted path or a ``jupyterhub.spawners`` entry point.
+
+    Classes that resolved are cached for the process, so spawns and state loads cost a dict
+    lookup. The first call for a name imports its module (blocking: dockerspawner pulls in
+    docker-py); the catalogue reload makes that call in a worker thread before any spawn can
+    name the template. Failures are not cached: installing the missing package and touching
+    the catalogue fixes a template. Raises :class:`TemplateError` saying why.
+    """
+    with _SPAWNER_CLASSES_LOCK:
+        cls = _SPAWNER_CLASSES.get(name)
+        if cls is None:
+            cls = _SPAWNER_CLASSES[name] = _resolve_spawner_class(name)
+        return cls
+
+
+def _resolve_spawner_class(name: str) -> type[Spawner]:
+    try:
+        if "." in name:
             cls = import_item(name)
-        except Exception as e:
-            raise TemplateError(f"cannot import spawner class {name!r}: {e}") from e
-    else:
-        found = entry_points(group="jupyterhub.spawners", name=name)
-        if not found:
-            raise TemplateError(f"no spawner is registered under the name {name!r}")
-        cls = next(iter(found)).load()
+        else:
+            found = entry_points(group="jupyterhub.spawners", name=name)
+            if not found:
+                raise TemplateError(f"no spawner is registered under the name {name!r}")
+            cls = next(iter(found)).load()
+    except TemplateError:
+        raise
+    except Exception as e:  # a missing module, or one that fails to import
+        raise TemplateError(f"cannot import spawner class {name!r}: {e}") from e
     if not (isinstance(cls, type) and issubclass(cls, Spawner)):
         raise TemplateError(f"{name!r} is not a JupyterHub Spawner class")
     if issubclass(cls, MultipleSpawner):

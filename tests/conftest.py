@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.docker_engine",
     "tests.fixtures.nginx",
+    "tests.fixtures.machines",
     "tests.fixtures.moto",
     "tests.fixtures.libvirt",
 ]

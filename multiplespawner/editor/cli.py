@@ -19,8 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from ..catalogue import CatalogueError, _parse
 from .store import Conflict, NotFound, TemplateStore, dump_yaml, etag_of
 

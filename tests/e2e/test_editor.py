@@ -2,21 +2,9 @@
 
 import requests
 
-from tests.fixtures.browser import screenshot
+from tests.fixtures.browser import login_in_new_context, screenshot
 from tests.fixtures.editor import editor_hub_config, write_catalogue
 from tests.fixtures.procs import wait_until
-
-
-def login(browser, hub, name):
-    """A fresh browser context logged in as ``name`` (DummyAuthenticator)."""
-    page = browser.new_context().new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input#username_input", name)
-    page.fill("input#password_input", hub.password)
-    page.click("#login_submit")
-    page.wait_for_url(lambda url: "/hub/login" not in url)
-    return page
 
 
 def test_course_admin_edits_students_see_it(hub_factory, unix_user, tmp_path, page, artifacts_dir):
@@ -32,7 +20,7 @@ def test_course_admin_edits_students_see_it(hub_factory, unix_user, tmp_path, pa
     browser = page.context.browser
 
     # the course admin raises the memory limit and restricts the template to course-a
-    ta = login(browser, hub, "ta")
+    ta = login_in_new_context(browser, hub, "ta")
     ta.goto(f"{hub.url}/services/templates/")
     row = ta.locator('tr[data-template="course-a-lab"]')
     row.locator("button.edit").click()
@@ -45,7 +33,7 @@ def test_course_admin_edits_students_see_it(hub_factory, unix_user, tmp_path, pa
     screenshot(ta, "editor-after-save", artifacts_dir)
 
     # a student in the group sees the new limit at once and can start it with that much memory
-    student = login(browser, hub, student_in)
+    student = login_in_new_context(browser, hub, student_in)
     student.goto(f"{hub.url}/hub/spawn")
     student.check("#ms-t-course-a-lab")
     memory = student.locator("#course-a-lab-memory_mb")
@@ -58,7 +46,7 @@ def test_course_admin_edits_students_see_it(hub_factory, unix_user, tmp_path, pa
     assert hub.server_model(student_in)["user_options"]["memory_mb"] == 2048
 
     # a student outside the group no longer sees it, and may not open the editor
-    outsider = login(browser, hub, "outsider")
+    outsider = login_in_new_context(browser, hub, "outsider")
     outsider.goto(f"{hub.url}/hub/spawn")
     assert outsider.locator("#ms-t-course-a-lab").count() == 0
     assert outsider.locator("#ms-t-course-b-lab").count() == 1

@@ -16,7 +16,7 @@ import secrets
 import pytest
 
 from tests.fixtures.browser import screenshot
-from tests.fixtures.machines import MachineCounter, prepared_image  # noqa: F401  (fixture)
+from tests.fixtures.machines import MachineCounter
 from tests.integration.test_header_nginx import front_proxied_hub
 from tests.integration.test_machines_docker import machine_catalogue
 

@@ -9,7 +9,7 @@ course sees its own templates and the open one, never the other course's.
 import json
 import secrets
 
-from tests.fixtures.browser import screenshot
+from tests.fixtures.browser import login_in_new_context, screenshot
 from tests.fixtures.procs import wait_until
 
 MIB = 1024 * 1024
@@ -49,18 +49,6 @@ def write_catalogue(folder, image):
     return path
 
 
-def login(browser, hub, name):
-    """A fresh browser context logged in as ``name`` (DummyAuthenticator)."""
-    page = browser.new_context().new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input#username_input", name)
-    page.fill("input#password_input", hub.password)
-    page.click("#login_submit")
-    page.wait_for_url(lambda url: "/hub/login" not in url)
-    return page
-
-
 def offered_templates(page) -> list[str]:
     return page.locator("#spawn_form input[name=template]").evaluate_all("els => els.map(e => e.value)")
 
@@ -91,14 +79,14 @@ c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
     browser = page.context.browser
 
     # course B sees its own container template and the open one, nothing of course A
-    b = login(browser, hub, student_b)
+    b = login_in_new_context(browser, hub, student_b)
     b.goto(f"{hub.url}/hub/spawn")
     assert offered_templates(b) == ["course-b-box", "open-local"]
     assert "Course A container" not in b.content()
     screenshot(b, "multiple-lab-course-b-form", artifacts_dir)
 
     # course A: the reverse; picks its container with 1 CPU and 512 MiB
-    a = login(browser, hub, student_a)
+    a = login_in_new_context(browser, hub, student_a)
     a.goto(f"{hub.url}/hub/spawn")
     assert offered_templates(a) == ["course-a-box", "open-local"]
     assert "Course B container" not in a.content()

@@ -15,7 +15,7 @@ import secrets
 import pytest
 import requests
 
-from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, prepared_image, stalled_image  # noqa: F401
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter
 from tests.fixtures.procs import wait_until
 
 pytestmark = pytest.mark.slow

@@ -228,10 +228,9 @@ async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkey
     import sys
     import threading
 
-    import multiplespawner.catalogue as catalogue_module
     import multiplespawner.spawner as spawner_module
 
-    monkeypatch.setattr(catalogue_module, "_SPAWNER_CLASSES", {})  # as in a fresh process
+    monkeypatch.setattr(spawner_module, "_SPAWNER_CLASSES", {})  # as in a fresh process
 
     modules = tmp_path / "modules"
     modules.mkdir()
