@@ -157,7 +157,9 @@ async def test_a_wrong_pinned_host_key_is_refused(vm, provider):
     _, other_public = _key_pair()
     with pytest.raises(ProviderError, match="host key other than the one pinned") as refused:
         await provider.wait_ready(dataclasses.replace(machine, host_public_key=other_public), timeout=30)
-    assert f"{machine.id} login:" in str(refused.value)  # the guest's console is quoted
+    # the guest's console is quoted (its tail: how far boot got varies with the host's load)
+    assert "--- console ---\n" in str(refused.value)
+    assert str(refused.value).split("--- console ---\n", 1)[1].strip()
     with pytest.raises(ProviderError, match="host key other than the one pinned"):
         await wait_for_ssh(machine.host, machine.port, other_public, timeout=30)
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
