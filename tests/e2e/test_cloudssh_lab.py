@@ -16,7 +16,7 @@ def test_lab_runs_a_cell_over_ssh(machine, hub_factory, page, artifacts_dir):  #
     page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=60_000)
     editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
     editor.wait_for(timeout=60_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=300_000)  # kernel start under load
     editor.click()
     page.keyboard.type("import os; print(os.getuid() == os.stat(os.path.expanduser('~')).st_uid, 6 * 7)")
     page.keyboard.press("Shift+Enter")
