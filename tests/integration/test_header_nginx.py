@@ -88,8 +88,9 @@ def test_login_through_nginx_auth_state_groups_and_spawner_env(hub_factory, ngin
     form = s.post(f"{nginx.url}/hub/user-data", data="{}", headers={"Content-Type": "text/plain"}, timeout=30)
     assert form.status_code == 415
 
-    # a new login keeps the posted data and refreshes the header data
-    assert s.get(f"{nginx.url}/hub/login", timeout=30).status_code == 200
+    # a new login keeps the posted data and refreshes the header data (next=/hub/home: a
+    # login without next sends a user with no running server to /hub/spawn, which starts one)
+    assert s.get(f"{nginx.url}/hub/login", params={"next": "/hub/home"}, timeout=30).status_code == 200
     assert hub.api("GET", f"/users/{name}").json()["auth_state"] == {"X-User-Data": DATA, "data": {"quota": "10G"}}
 
     # the spawner's process receives the shared header as an environment variable
