@@ -19,6 +19,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
+from tornado.web import HTTPError
+
 c = get_config()  # noqa: F821
 
 state = Path.cwd()
@@ -57,6 +59,9 @@ c.DummyAuthenticator.password = password_file.read_text().strip()
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
 c.Authenticator.username_pattern = r"^[a-z][a-z0-9_-]{0,30}$"
+# Notebooks run as the Unix account of the user's name: system accounts (root, daemon, ...)
+# cannot log in.
+c.Authenticator.blocked_users = {p.pw_name for p in pwd.getpwall() if p.pw_uid < 1000}
 print(f"quickstart: log in at {c.JupyterHub.bind_url} with any lower-case name and the password in {password_file}")
 
 # --- where notebooks run: the template catalogue embedded in multiplespawner ---------------
@@ -67,10 +72,14 @@ async def ensure_unix_user(spawner):
     """Create the Unix account a local-process notebook runs as, on first spawn."""
     name = spawner.user.name
     try:
-        pwd.getpwnam(name)
-        return
+        account = pwd.getpwnam(name)
     except KeyError:
-        pass
+        account = None
+    if account is not None:
+        # A system account (root, daemon, www-data, ...) is never handed to a hub user.
+        if account.pw_uid < 1000:
+            raise HTTPError(403, f"{name} is a system account on this machine; log in with another name")
+        return
     proc = await asyncio.create_subprocess_exec(
         "useradd", "--create-home", "--shell", "/bin/bash", name,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -15,7 +15,7 @@ import secrets
 
 import pytest
 
-from tests.fixtures.browser import screenshot
+from tests.fixtures.browser import run_in_new_notebook, screenshot
 from tests.fixtures.machines import MachineCounter
 from tests.integration.test_header_nginx import front_proxied_hub
 from tests.integration.test_machines_docker import machine_catalogue
@@ -73,18 +73,12 @@ c.Spawner.poll_interval = 5
 
     # then the lab, over the SSH tunnel, runs a cell as the notebook user on the machine
     page.wait_for_url(f"**/user/{name}/lab**", timeout=600_000)
-    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=120_000)
-    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-    editor.wait_for(timeout=60_000)
-    # the kernel starts in the container and its websocket runs through nginx, CHP and the tunnel
-    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=300_000)
-    editor.click()
-    page.keyboard.type("import getpass, socket; print(getpass.getuser(), socket.gethostname().startswith('jh-'), 6 * 7)")
-    page.keyboard.press("Shift+Enter")
-    output = page.locator(".jp-OutputArea-output").first
-    output.wait_for(timeout=120_000)
+    # the kernel starts on the machine; its websocket runs through nginx, CHP and the tunnel
+    text = run_in_new_notebook(
+        page, "import getpass, socket; print(getpass.getuser(), socket.gethostname().startswith('jh-'), 6 * 7)"
+    )
     screenshot(page, "full-chain-3-lab-cell", artifacts_dir)
-    assert output.inner_text().strip() == f"{name} True 42"
+    assert text == f"{name} True 42"
 
     model = hub.server_model(name)
     container_id = model["state"]["machine"]["machine"]["id"]

@@ -59,3 +59,28 @@ def test_quickstart_login_spawn_lab(quickstart_hub, page, artifacts_dir):
     page.wait_for_selector(".jp-LauncherCard, .jp-Launcher", timeout=120_000)
     screenshot(page, "quickstart-lab", artifacts_dir)
     assert f"/user/{name}/lab" in page.url, hub.log_tail()
+
+
+def test_quickstart_refuses_system_accounts(quickstart_hub):
+    """Notebooks run as the Unix account of the login name: root and other system accounts
+    cannot log in, even with the quickstart password."""
+    url, password, _, _ = quickstart_hub
+    for name in ("root", "daemon"):
+        s = requests.Session()
+        s.get(f"{url}/hub/login", timeout=10)
+        r = s.post(
+            f"{url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": s.cookies.get("_xsrf", "")},
+            allow_redirects=False, timeout=10,
+        )
+        assert r.status_code != 302, f"{name} was logged in"
+        assert "jupyterhub-hub-login" not in s.cookies
+    # a normal name with the same password does log in
+    s = requests.Session()
+    s.get(f"{url}/hub/login", timeout=10)
+    r = s.post(
+        f"{url}/hub/login",
+        data={"username": f"qs{secrets.token_hex(3)}", "password": password, "_xsrf": s.cookies.get("_xsrf", "")},
+        allow_redirects=False, timeout=10,
+    )
+    assert r.status_code == 302
