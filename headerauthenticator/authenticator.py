@@ -20,7 +20,7 @@ from traitlets import Bool, Dict, Instance, Int, List, Set, Type, Unicode, defau
 
 from .handlers import HeaderLoginHandler, HeaderLogoutHandler, UserDataHandler
 from .parsers import HeaderParseError, Parser, split_groups
-from .trust import parse_networks, resolve_peer, trusts_everyone
+from .trust import loopback_only, parse_networks, resolve_peer, trusts_everyone
 
 SECRET_ENV = "JUPYTERHUB_HEADER_AUTH_SECRET"
 
@@ -206,8 +206,21 @@ class HeaderAuthenticator(Authenticator):
                 "spawner: enable_auth_state is False.",
                 extra,
             )
+        if loopback_only(self._trusted) and not self.shared_secret:
+            self.log.warning(
+                "HeaderAuthenticator.trusted_proxy_ips %s are loopback addresses and no shared_secret "
+                "is set: any process on this host (users' notebook servers too) can connect from "
+                "such an address and log in as anyone. Set $%s (shared_secret) and make the front "
+                "proxy send it.",
+                self.trusted_proxy_ips, SECRET_ENV,
+            )
         if self.groups_header and not self.manage_groups and not self.admin_groups:
             self.log.warning("HeaderAuthenticator.groups_header is set but manage_groups is False: groups are ignored.")
+        if self.admin_groups and not self.groups_header:
+            self.log.warning(
+                "HeaderAuthenticator.admin_groups is set but groups_header is not: nobody becomes "
+                "admin through a group; set groups_header to the header listing the user's groups."
+            )
 
     # ---- requests ------------------------------------------------------------------------
     def get_handlers(self, app):

@@ -11,13 +11,23 @@ Contract of every coroutine: it returns the operation's result or raises a
   operation that fails this way on a *reused* connection (e.g. the server restarted since) is
   retried once on a fresh connection; a fresh connection that fails is not retried.
 * :class:`DirectoryBindRefused` - the server refused the configured credentials.
-* :class:`DirectoryResultError` - the server answered with a non-success result.
+* :class:`DirectoryResultError` - the server answered with a non-success result. Its detail
+  names the result and the server's diagnostic, never the DN or values of the request.
+
+An option ldap3 cannot work with (a URL or port it cannot parse, a CA file it cannot read, a
+filter it cannot encode) raises :class:`~ldap_hooks.errors.LDAPConfigError` naming the option,
+when the client is made (URL, CA file) or when the operation is tried (filter, DN).
+
+:meth:`LDAPClient.close` never blocks: the idle connections are unbound by the worker pool.
+The shared clients (:func:`get_client`) are closed at interpreter exit, i.e. when the hub
+process ends; :func:`close_clients` closes them earlier.
 
 TLS: ``ldaps://`` URLs and ``start_tls`` always verify the certificate chain (``ca_certs_file``
 or the system CAs) and that the certificate names the host (DNS name or IP address).
 """
 
 import asyncio
+import atexit
 import math
 import re
 import ssl
@@ -29,7 +39,7 @@ import ldap3
 from ldap3.core import exceptions as lexc
 from ldap3.utils.ciDict import CaseInsensitiveDict
 
-from .errors import DirectoryBindRefused, DirectoryResultError, DirectoryUnavailable
+from .errors import DirectoryBindRefused, DirectoryResultError, DirectoryUnavailable, LDAPConfigError
 
 _OC_NAMES = re.compile(r"NAME\s+(?:'([^']+)'|\(([^)]*)\))", re.I)
 _CONNECTION_ERRORS = (
@@ -82,11 +92,16 @@ class LDAPClient:
     """Async LDAP operations for one server and bind identity (see the module docstring)."""
 
     def __init__(self, settings: Settings):
+        """Check that ldap3 can use ``settings`` (raises :class:`LDAPConfigError`); no I/O
+        besides reading the CA file."""
         self.settings = settings
-        self._tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED,
-            ca_certs_file=settings.ca_certs_file or None,
-        )
+        self._tls = self._make_tls(settings.ca_certs_file)
+        try:
+            self._server()
+        except lexc.LDAPExceptionError as e:
+            raise LDAPConfigError(
+                f"LDAP.url {settings.url!r} is not a usable LDAP URL ({type(e).__name__}: {e})"
+            ) from e
         self._executor = ThreadPoolExecutor(
             max_workers=settings.pool_size, thread_name_prefix="ldap-hooks"
         )
@@ -97,16 +112,31 @@ class LDAPClient:
         self._schema_generation = 0
         self._schema_lock: tuple | None = None
 
+    @staticmethod
+    def _make_tls(ca_certs_file: str) -> ldap3.Tls:
+        try:
+            if ca_certs_file:
+                # what ldap3 would do at the first TLS connection, done now so that a missing or
+                # unreadable file is reported as a configuration error, not as an outage
+                ssl.create_default_context(cafile=ca_certs_file)
+            return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_certs_file or None)
+        except (OSError, ssl.SSLError, lexc.LDAPExceptionError) as e:
+            raise LDAPConfigError(
+                f"LDAP.ca_certs_file {ca_certs_file!r} cannot be read as PEM CA certificates"
+                f" ({type(e).__name__}: {e})"
+            ) from e
+
+    def _server(self) -> ldap3.Server:
+        s = self.settings
+        return ldap3.Server(s.url, tls=self._tls, connect_timeout=s.connect_timeout, get_info=ldap3.NONE)
+
     # ---- connections (worker threads only) -----------------------------------------------------
     def _connect(self) -> ldap3.Connection:
         s = self.settings
         # A new Server per connection: a shared one would remember a failed address and refuse
         # to retry it for a while after the directory is back.
-        server = ldap3.Server(
-            s.url, tls=self._tls, connect_timeout=s.connect_timeout, get_info=ldap3.NONE
-        )
         conn = ldap3.Connection(
-            server,
+            self._server(),
             user=s.user or None,
             password=s.password or None,
             receive_timeout=max(1, math.ceil(s.operation_timeout)),  # ldap3 packs it as an integer
@@ -128,6 +158,9 @@ class LDAPClient:
         except _CONNECTION_ERRORS as e:
             self._drop(conn)
             raise DirectoryUnavailable(f"cannot connect to {s.url}: {e}") from e
+        except lexc.LDAPExceptionError as e:
+            self._drop(conn)
+            raise LDAPConfigError(f"connecting to {s.url} failed ({type(e).__name__}: {e})") from e
         except BaseException:
             self._drop(conn)
             raise
@@ -152,12 +185,15 @@ class LDAPClient:
                 result = operation(conn)
             except lexc.LDAPOperationResult as e:
                 self._release(conn)
-                raise DirectoryResultError(e.description or str(e.result), str(e)) from e
+                raise DirectoryResultError(e.description or str(e.result), _result_detail(e)) from e
             except _CONNECTION_ERRORS as e:
                 self._drop(conn)
                 if reused and attempt == 1:
                     continue
                 raise DirectoryUnavailable(f"lost connection to {self.settings.url}: {e}") from e
+            except lexc.LDAPExceptionError as e:  # refused by ldap3 itself: bad filter, DN, ...
+                self._drop(conn)
+                raise LDAPConfigError(f"ldap3 refused the request ({type(e).__name__}: {e})") from e
             except BaseException:
                 self._drop(conn)
                 raise
@@ -238,20 +274,39 @@ class LDAPClient:
         return frozenset(names)
 
     def close(self) -> None:
-        """Unbind idle connections and stop the workers (in-flight operations finish first)."""
+        """Refuse new operations, unbind the idle connections and stop the workers.
+
+        Never blocks, so it may be called on the event loop: the unbinds are queued to the
+        worker pool behind any in-flight operation (whose connection is unbound when it
+        finishes), and the workers end when the queue is empty. Only when the pool takes no
+        more work (the interpreter is exiting, no event loop runs) are they unbound here.
+        """
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
-            self._drop(conn)
+            try:
+                self._executor.submit(self._drop, conn)
+            except RuntimeError:
+                self._drop(conn)
         self._executor.shutdown(wait=False)
+
+
+def _result_detail(e: lexc.LDAPOperationResult) -> str:
+    """The operator's view of a refused operation: result, server diagnostic, operation.
+
+    Not ``str(e)``, which carries the request's DN (built from user data)."""
+    message = f": {e.message}" if e.message else ""
+    return f"{e.description or e.result} ({e.type or 'operation'}){message}"
 
 
 _clients: dict[Settings, LDAPClient] = {}
 
 
 def get_client(settings: Settings) -> LDAPClient:
-    """The shared client for these settings (created on first use, reused by every spawn)."""
+    """The shared client for these settings (created on first use, reused by every spawn).
+
+    Raises :class:`LDAPConfigError` if ldap3 cannot use the settings."""
     client = _clients.get(settings)
     if client is None:
         client = _clients[settings] = LDAPClient(settings)
@@ -259,7 +314,13 @@ def get_client(settings: Settings) -> LDAPClient:
 
 
 def close_clients() -> None:
-    """Close every shared client (hub shutdown, tests)."""
+    """Close every shared client without blocking (see :meth:`LDAPClient.close`).
+
+    Runs at interpreter exit by itself; call it to close the clients earlier (tests, a hub
+    that reconfigures LDAP). The next :func:`get_client` makes new ones."""
     while _clients:
         _, client = _clients.popitem()
         client.close()
+
+
+atexit.register(close_clients)  # the hub process ends: unbind what is left

@@ -6,7 +6,8 @@ Nothing here talks to a server. The safety rules live here:
 * every value put into a DN goes through ``escape_rdn`` (user data is never DN syntax);
 * attribute names from user data must be in the configured ``submit_attribute_names``;
 * every value taken from a user (submitted data, user/spawner attributes) is a non-empty string
-  of at most ``max_value_length`` characters without control characters.
+  of at most ``max_value_length`` characters without control characters;
+* error messages name attributes, never quote values, except in ``UserDataError.shown``.
 """
 
 import re
@@ -82,7 +83,10 @@ def parse_submitted(value, *, replace: dict, strip_chars, allowed_names, max_len
         for part in parts:
             name, eq, item = part.partition("=")
             if not eq:
-                raise UserDataError(f"{shorten(part)} is not of the form name=value")
+                raise UserDataError(
+                    "a field of the submitted data is not of the form name=value",
+                    shown=f"{shorten(part)} is not of the form name=value",
+                )
             pairs.append((name.strip(), item))
     else:
         raise UserDataError("the login did not provide the account details the directory needs")
@@ -90,7 +94,10 @@ def parse_submitted(value, *, replace: dict, strip_chars, allowed_names, max_len
     for name, item in pairs:
         canonical = allowed.get(str(name).lower())
         if canonical is None:
-            raise UserDataError(f"the attribute {shorten(name)} is not accepted")
+            raise UserDataError(
+                "the submitted data names an attribute outside LDAP.submit_attribute_names",
+                shown=f"the attribute {shorten(name)} is not accepted",
+            )
         if canonical in result:
             raise UserDataError(f"the attribute {canonical} is given more than once")
         result[canonical] = check_value(canonical, item, max_length)

@@ -1,9 +1,14 @@
 """Exceptions: what went wrong in the directory, and what the user is told about it.
 
-The LDAP client raises :class:`DirectoryError` subclasses (no user-facing wording). The hook turns
-every failure into an :class:`LDAPSpawnError`, a JupyterHub ``SpawnException``: the spawn stops,
-the user sees ``message`` on the spawn page / in the REST answer, and the operator's log line
-carries the detail (``log_message``).
+The LDAP client raises :class:`DirectoryError` subclasses (no user-facing wording), or
+:class:`LDAPConfigError` for options ldap3 cannot use. The hook turns every failure into an
+:class:`LDAPSpawnError`, a JupyterHub ``SpawnException``: the spawn stops, the user sees
+``message`` on the spawn page / in the REST answer, and the operator's log line carries the
+detail (``log_message``).
+
+Log lines above DEBUG never carry values from the user (submitted data, DNs built from it):
+``str()`` of every exception here is written for the log; only :class:`UserDataError` has a
+separate ``shown`` text, which may quote the user's own data back to them.
 """
 
 from jupyterhub.spawner import SpawnException
@@ -42,7 +47,14 @@ class LDAPConfigError(Exception):
 
 
 class UserDataError(ValueError):
-    """The user's data cannot be used for a directory entry; the message is safe to show them."""
+    """The user's data cannot be used for a directory entry.
+
+    ``str(error)`` says what is wrong without quoting the data (for the log); ``shown`` may
+    quote it (for the user, who sent it). ``shown`` defaults to the same text."""
+
+    def __init__(self, message: str, shown: str | None = None):
+        super().__init__(message)
+        self.shown = shown or message
 
 
 class LDAPSpawnError(SpawnException):
@@ -74,7 +86,7 @@ def spawn_error(exc: Exception, user: str) -> LDAPSpawnError:
     """Map a failure of the hook for ``user`` to the spawn error the hub reports."""
     if isinstance(exc, UserDataError):
         return LDAPSpawnError(
-            f"Your account cannot be set up in the user directory: {exc}",
+            f"Your account cannot be set up in the user directory: {exc.shown}",
             reason="ldap_user_data",
             log_message=f"LDAP: refused data of user {user!r}: {exc}",
             status_code=400,

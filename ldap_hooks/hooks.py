@@ -8,14 +8,24 @@
 3. otherwise check that the server's schema has every configured object class, run
    ``search_attribute_queries`` (the uid counter) and allocate the next value with an atomic
    delete-old/add-new modify, retried with jittered exponential backoff when another spawn
-   moved the counter first; then add the entry in one operation. If the add fails the counter
-   increment is undone when nobody has moved it since (else the value is simply skipped); if
-   the add collides with a concurrent spawn of the same user, that user's entry is used;
+   moved the counter first; then add the entry in one operation;
 4. fill ``set_spawner_attributes`` (e.g. ``environment`` NB_USER/NB_UID) on the spawner.
+
+A counter value is given back (when nobody has moved the counter since; else it is skipped)
+only when the add certainly did not happen: it was never sent, or the server refused it. If the
+server answers entryAlreadyExists, the entry under that DN is read first: when it carries this
+spawn's counter values, it is this spawn's own add, applied before its answer was lost and the
+client sent it again, and it is used as created. Otherwise (a concurrent spawn of the same
+user got there first) the value is given back and that user's entry is used. When the add's
+outcome is unknown (timed out, connection lost, spawn cancelled) the value stays taken: the
+server may have stored it, and giving it back would hand it to the next user as well.
 
 Any failure raises :class:`~ldap_hooks.errors.LDAPSpawnError`: the spawn stops, the user reads
 a clear message and the hub log gets the detail. The only write besides the entry itself is the
 counter, so a failed spawn leaves at most an unused uidNumber behind.
+
+Logging: INFO and above name the user, the step and the counter values, never the DN or other
+values derived from the user's data (certificate subject, auth_state); those are at DEBUG.
 """
 
 import asyncio
@@ -91,7 +101,7 @@ class EntrySetup:
         self.spawner = spawner
         self.log = spawner.log
         self.user = spawner.user.name
-        self.client = get_client(Settings.from_config(ldap))
+        self.client = None  # set by run(), once the options are known to be complete
 
     def _check_config(self) -> None:
         missing = [n for n in ("url", "base_dn") if not getattr(self.ldap, n)]
@@ -102,6 +112,7 @@ class EntrySetup:
 
     async def run(self) -> EntryResult:
         self._check_config()
+        self.client = get_client(Settings.from_config(self.ldap))
         submitted = await self._submitted()
         sources = initial_sources(submitted, self.spawner)
         known = dynamic_values(self.ldap.dynamic_attributes, sources, self.ldap.max_value_length)
@@ -163,12 +174,16 @@ class EntrySetup:
         if not entries:
             return None
         if len(entries) > 1:
+            self.log.debug("LDAP: entries matching %s: %s", search_filter, [e.dn for e in entries])
             raise DirectoryResultError(
-                "ambiguous", f"several entries match {search_filter}: {[e.dn for e in entries]}"
+                "ambiguous",
+                f"several entries under LDAP.base_dn have the object classes and the values of"
+                f" {', '.join(identity)} of this user (LDAP.unique_object_attributes); DNs at DEBUG",
             )
         entry = entries[0]
         values = self._final_values(sources, entry.attributes)
-        self.log.info("LDAP: found entry %s for user %s", entry.dn, self.user)
+        self.log.info("LDAP: found the entry of user %s", self.user)
+        self.log.debug("LDAP: entry of user %s is %s", self.user, entry.dn)
         return EntryResult(entry.dn, dict(entry.attributes), False, values)
 
     # ---- create --------------------------------------------------------------------------------
@@ -176,46 +191,85 @@ class EntrySetup:
         await self._check_schema()
         ldap_values, allocations = await self._run_queries()
         try:
-            pre = dict(known)
-            pre.update(
-                dynamic_values(
-                    self.ldap.dynamic_attributes,
-                    {LDAP_SEARCH_ATTRIBUTE_QUERY: ldap_values},
-                    self.ldap.max_value_length,
-                )
-            )
-            attributes = dict(submitted)
-            for name, template in self.ldap.object_attributes.items():
-                attributes[name] = fill(template, pre)  # operator template + checked values
-            rdn_names = self.ldap.rdn_attributes or list(submitted)
-            missing = [n for n in rdn_names if n not in attributes]
-            if missing or not rdn_names:
-                raise LDAPConfigError(
-                    f"the entry's name needs {missing or 'LDAP.rdn_attributes'}, which have no value"
-                )
-            dn = build_dn([(n, attributes[n]) for n in rdn_names], self.ldap.base_dn)
+            dn, attributes = self._new_entry(submitted, known, ldap_values)
+        except BaseException:
+            await self._undo(allocations)  # nothing was sent
+            raise
+        try:
             await self.client.add(dn, self.ldap.object_classes, attributes)
         except DirectoryResultError as e:
-            await self._undo(allocations)
-            if e.result in _REFUSED_DATA:
-                raise UserDataError(f"the directory does not accept these account details ({e.result})") from e
-            if e.result == "entryAlreadyExists":
-                # a concurrent spawn of the same user got there first: use its entry
-                found = await self._find(identity, sources)
-                if found is not None:
-                    return found
-                raise UserDataError(
-                    "another account in the directory already has the same name (DN)"
-                ) from e
-            raise
+            return await self._add_refused(e, dn, attributes, allocations, identity, sources)
         except BaseException:
-            await self._undo(allocations)
+            self._keep(allocations, "the add's outcome is unknown")
             raise
-        self.log.info("LDAP: created entry %s for user %s", dn, self.user)
+        self.log.info("LDAP: created the entry of user %s%s", self.user, _allocated(allocations))
+        self.log.debug("LDAP: entry of user %s is %s", self.user, dn)
         stored = {name: [str(value)] for name, value in attributes.items()}
         stored["objectClass"] = list(self.ldap.object_classes)
         values = self._final_values(sources, stored)
         return EntryResult(dn, stored, True, values)
+
+    def _new_entry(self, submitted, known, ldap_values) -> tuple[str, dict]:
+        """The DN and attributes of the new entry."""
+        pre = dict(known)
+        pre.update(
+            dynamic_values(
+                self.ldap.dynamic_attributes,
+                {LDAP_SEARCH_ATTRIBUTE_QUERY: ldap_values},
+                self.ldap.max_value_length,
+            )
+        )
+        attributes = dict(submitted)
+        for name, template in self.ldap.object_attributes.items():
+            attributes[name] = fill(template, pre)  # operator template + checked values
+        rdn_names = self.ldap.rdn_attributes or list(submitted)
+        missing = [n for n in rdn_names if n not in attributes]
+        if missing or not rdn_names:
+            raise LDAPConfigError(
+                f"the entry's name needs {missing or 'LDAP.rdn_attributes'}, which have no value"
+            )
+        return build_dn([(n, attributes[n]) for n in rdn_names], self.ldap.base_dn), attributes
+
+    async def _add_refused(self, error, dn, attributes, allocations, identity, sources) -> EntryResult:
+        """The server answered the add with ``error``: find out whose entry is in the way, if
+        any, then give the counter values back unless that entry holds them."""
+        if error.result == "entryAlreadyExists":
+            try:
+                existing = await self._read(dn)
+            except BaseException:
+                self._keep(allocations, "could not read the entry in the way")
+                raise
+            if existing is not None and _carries(existing.attributes, attributes, allocations):
+                # our own add, applied before its answer was lost; the retry found it
+                self.log.info(
+                    "LDAP: created the entry of user %s%s (the directory had applied the add"
+                    " before its answer was lost)", self.user, _allocated(allocations),
+                )
+                allocations.clear()
+                values = self._final_values(sources, existing.attributes)
+                return EntryResult(existing.dn, dict(existing.attributes), True, values)
+            await self._undo(allocations)
+            # a concurrent spawn of the same user got there first: use its entry
+            found = await self._find(identity, sources)
+            if found is not None:
+                return found
+            raise UserDataError("another account in the directory already has the same name (DN)") from error
+        await self._undo(allocations)
+        if error.result in _REFUSED_DATA:
+            raise UserDataError(
+                f"the directory does not accept these account details ({error.result})"
+            ) from error
+        raise error
+
+    async def _read(self, dn: str):
+        """The entry ``dn`` with all its attributes, or None if there is none."""
+        try:
+            entries = await self.client.search(dn, "(objectClass=*)", scope=BASE)
+        except DirectoryResultError as e:
+            if e.result == "noSuchObject":
+                return None
+            raise
+        return entries[0] if entries else None
 
     async def _check_schema(self) -> None:
         known = await self.client.object_classes()
@@ -229,11 +283,17 @@ class EntrySetup:
         """Run ``search_attribute_queries``; return (attribute values, counter allocations)."""
         values, allocations = {}, []
         try:
-            for query in self.ldap.search_attribute_queries:
-                entries = await self.client.search(
-                    query["search_base"], query["search_filter"], query.get("attributes", ["*"]),
-                    size_limit=2,
-                )
+            for index, query in enumerate(self.ldap.search_attribute_queries):
+                try:
+                    entries = await self.client.search(
+                        query["search_base"], query["search_filter"], query.get("attributes", ["*"]),
+                        size_limit=2,
+                    )
+                except LDAPConfigError as e:
+                    raise LDAPConfigError(
+                        f"LDAP.search_attribute_queries[{index}] ({query['search_filter']!r} under"
+                        f" {query['search_base']!r}): {e}"
+                    ) from e
                 if len(entries) != 1:
                     raise LDAPConfigError(
                         f"search_attribute_queries {query['search_filter']} under"
@@ -284,8 +344,17 @@ class EntrySetup:
             f"counter {name} of {dn} changed under {self.ldap.counter_max_attempts} attempts in a row"
         )
 
+    def _keep(self, allocations, why: str) -> None:
+        """Leave allocated counter values taken (never handed out again)."""
+        for dn, name, _, new in allocations:
+            self.log.warning("LDAP: %s=%s of %s stays unused unless user %s's entry has it: %s",
+                             name, new, dn, self.user, why)
+        allocations.clear()
+
     async def _undo(self, allocations) -> None:
-        """Give allocated counter values back if nobody has taken a later one (best effort)."""
+        """Give allocated counter values back if nobody has taken a later one (best effort).
+
+        Only for values no entry can hold: the add was never sent, or the server refused it."""
         for dn, name, old, new in reversed(allocations):
             _counter_state(self.client.settings, dn, name).last = None
             try:
@@ -310,6 +379,19 @@ class EntrySetup:
             if isinstance(current, dict) and isinstance(value, dict):
                 value = {**current, **value}
             setattr(self.spawner, name, value)
+
+
+def _allocated(allocations) -> str:
+    """`` with uidNumber=10000`` for a log line (counter values are the hub's, not the user's)."""
+    return "".join(f" with {name}={new}" for _, name, _, new in allocations)
+
+
+def _carries(found, attributes: dict, allocations) -> bool:
+    """Whether entry attributes ``found`` hold this spawn's counter values where ``attributes``
+    (what the spawn tried to add) put them; no counter values: False (cannot tell)."""
+    allocated = {new for _, _, _, new in allocations}
+    marks = {name: str(value) for name, value in attributes.items() if str(value) in allocated}
+    return bool(marks) and all(value in found.get(name, []) for name, value in marks.items())
 
 
 _options: dict[int, tuple[weakref.ref, LDAP]] = {}
@@ -347,6 +429,8 @@ async def setup_ldap_entry_hook(spawner) -> EntryResult:
     except (DirectoryError, LDAPConfigError, UserDataError) as e:
         error = spawn_error(e, spawner.user.name)
         spawner.log.error(error.log_message)
+        if isinstance(e, UserDataError) and e.shown != str(e):
+            spawner.log.debug("LDAP: user %s was told: %s", spawner.user.name, e.shown)
         raise error from e
 
 

@@ -1,12 +1,14 @@
 """Chromium logs in through a real nginx (the front proxy) to a real hub with
-HeaderAuthenticator and lands on the user's own server page."""
+HeaderAuthenticator and lands on the user's own server page; the login's auth_state, groups
+and shared header (in the started server's environment) are checked afterwards."""
 
+import json
 import secrets
 
 import pytest
 
 from tests.fixtures.browser import screenshot
-from tests.integration.test_header_nginx import DATA, front_proxied_hub
+from tests.integration.test_header_nginx import DATA, environ_of, front_proxied_hub
 
 
 @pytest.fixture
@@ -34,6 +36,12 @@ def test_browser_logs_in_through_nginx(page, person, hub_factory, nginx_factory,
     assert name in page.content()
     screenshot(page, "header-login-hub-home", artifacts_dir)
 
+    # what the browser's login brought along: parsed data in auth_state, groups from the groups
+    # header, and the shared header in the environment of the server the browser opened
     model = hub.api("GET", f"/users/{name}").json()
     assert model["auth_state"]["X-User-Data"] == DATA
-    assert model["servers"][""]["ready"]
+    assert sorted(model["groups"]) == ["physics", "staff"]
+    server = model["servers"][""]
+    assert server["ready"]
+    env = environ_of(server["state"]["pid"])
+    assert json.loads(env["X-User-Data"]) == DATA

@@ -1,6 +1,7 @@
 """examples/header-nginx is consistent: nginx accepts its config, the hub config builds a
 working HeaderAuthenticator, and the docs show the identity snippet the tests run."""
 
+import re
 import shutil
 import subprocess
 
@@ -15,6 +16,19 @@ EXAMPLE = REPO / "examples" / "header-nginx"
 
 def test_docs_show_the_tested_nginx_snippet():
     assert IDENTITY_SNIPPET.read_text().strip() in (REPO / "docs" / "deploy-behind-proxy.md").read_text()
+
+
+def test_docs_apache_snippet_sets_env_headers_only_when_the_variable_exists():
+    """Apache's ``%{NAME}e`` of an unset variable is the text "(null)": every header the snippet
+    sets from an environment variable must carry the condition ``env=NAME``."""
+    docs = (REPO / "docs" / "deploy-behind-proxy.md").read_text()
+    [apache] = re.findall(r"```apache\n(.*?)```", docs, flags=re.S)
+    sets = [line.strip() for line in apache.splitlines() if line.strip().startswith("RequestHeader set")]
+    from_env = [line for line in sets if re.search(r"%\{\w+\}e", line)]
+    assert from_env, "the snippet no longer sets a header from an environment variable"
+    for line in from_env:
+        names = re.findall(r"%\{(\w+)\}e", line)
+        assert all(line.endswith(f"env={name}") for name in names), line
 
 
 def test_example_nginx_config_is_valid(tmp_path):

@@ -79,9 +79,18 @@ def test_login_through_nginx_auth_state_groups_and_spawner_env(hub_factory, ngin
     assert model["auth_state"] == {"X-User-Data": DATA}
     assert sorted(model["groups"]) == ["physics", "staff"]
 
-    # the front proxy delivers more data; it lands in (persisted, encrypted) auth_state
-    r = s.post(f"{nginx.url}/hub/user-data", json={"data": {"quota": "10G"}}, timeout=30)
+    # the front proxy delivers more data; it lands in (persisted, encrypted) auth_state, through
+    # /hub/user-data or the published name /hub/set-user-data
+    r = s.post(f"{nginx.url}/hub/user-data", json={"data": {"quota": "5G"}}, timeout=30)
     assert r.status_code == 200, r.text
+    assert hub.api("GET", f"/users/{name}").json()["auth_state"]["data"] == {"quota": "5G"}
+    r = s.post(f"{nginx.url}/hub/set-user-data", json={"data": {"quota": "10G"}}, timeout=30)
+    assert r.status_code == 200 and r.json() == {"user": name, "stored": ["data"]}, r.text
+    assert hub.api("GET", f"/users/{name}").json()["auth_state"]["data"] == {"quota": "10G"}
+    # a body over max_user_data_size (default 65536 bytes) is refused and changes nothing
+    big = s.post(f"{nginx.url}/hub/set-user-data", data=json.dumps({"data": "x" * 70_000}),
+                 headers={"Content-Type": "application/json"}, timeout=30)
+    assert big.status_code == 413 and "larger than 65536 bytes" in big.text
     assert hub.api("GET", f"/users/{name}").json()["auth_state"]["data"] == {"quota": "10G"}
     bad = s.post(f"{nginx.url}/hub/user-data", json={"nope": 1}, timeout=30)
     assert bad.status_code == 400 and "nope" in bad.text

@@ -5,6 +5,7 @@ in-memory hub database); the directory is a private slapd from the ``slapd`` fix
 """
 
 import asyncio
+import logging
 
 import pytest
 from cryptography.fernet import Fernet
@@ -277,3 +278,233 @@ async def test_hook_does_not_block_the_event_loop(slapd):
     task.cancel()
     assert len(people(slapd)) == 20
     assert max(late) < 0.1, f"event loop stalled {max(late) * 1000:.0f} ms"
+
+
+# ---- the counter is never handed out twice ---------------------------------------------------
+def add_then(monkeypatch, after):
+    """Make every LDAPClient.add apply the add on the server, then run ``after(self, call)``
+    (``call`` counts from 1): a stand-in for an answer lost on the way back."""
+    from ldap_hooks.client import LDAPClient
+
+    calls = []
+
+    async def add(self, dn, object_classes, attributes):
+        def op(conn):
+            calls.append(dn)
+            conn.add(dn, list(object_classes), dict(attributes))
+            after(len(calls))
+
+        await self._call(op)
+
+    monkeypatch.setattr(LDAPClient, "add", add)
+    return calls
+
+
+async def test_add_resent_after_a_lost_answer_keeps_its_uid(slapd, monkeypatch):
+    """The server applies the add, the answer is lost (connection reset), the client sends the
+    add again on a fresh connection and gets entryAlreadyExists: that entry is this spawn's own,
+    so its uid stays taken and the next user gets the next one."""
+    from ldap3.core.exceptions import LDAPSocketReceiveError
+
+    config = example_ldap_config(slapd)
+    await setup_ldap_entry_hook(await spawner_for(config, "warm"))  # a pooled connection: retried
+
+    def lose_first_answer(call):
+        if call == 1:
+            raise LDAPSocketReceiveError("connection reset after the add was applied")
+
+    calls = add_then(monkeypatch, lose_first_answer)
+    alice = await spawner_for(config, "alice")
+    result = await setup_ldap_entry_hook(alice)
+    assert len(calls) == 2  # sent twice, applied once
+    assert result.created and alice.environment["NB_UID"] == "10001"
+    monkeypatch.undo()
+
+    bob = await spawner_for(config, "bob")
+    await setup_ldap_entry_hook(bob)
+    assert bob.environment["NB_UID"] == "10002"
+    uids = [e["uidNumber"] for e in people(slapd)]
+    assert sorted(uids) == [10000, 10001, 10002]
+    assert counter(slapd) == 10002
+
+
+@pytest.mark.parametrize("outcome", ["timeout", "cancelled"])
+async def test_add_with_unknown_outcome_keeps_its_uid(slapd, monkeypatch, caplog, outcome):
+    """The add was applied, but the hook never learns it (timed out, also on the retry; spawn
+    cancelled): the uid is not given back, so nobody else gets it; the user's next spawn finds
+    the entry."""
+    from ldap_hooks.client import LDAPClient
+    from ldap_hooks.errors import DirectoryUnavailable
+
+    config = example_ldap_config(slapd)
+    real_add = LDAPClient.add
+    lost = DirectoryUnavailable("lost connection: timed out") if outcome == "timeout" else asyncio.CancelledError()
+
+    async def add_then_lost(self, *args):
+        await real_add(self, *args)
+        raise lost
+
+    monkeypatch.setattr(LDAPClient, "add", add_then_lost)
+    with pytest.raises(LDAPSpawnError if outcome == "timeout" else asyncio.CancelledError):
+        await setup_ldap_entry_hook(await spawner_for(config, "alice"))
+    monkeypatch.undo()
+    assert [e["uidNumber"] for e in people(slapd)] == [10000]
+    assert counter(slapd) == 10000
+    assert any("uidNumber=10000" in r.getMessage() and "stays unused" in r.getMessage() for r in caplog.records)
+
+    bob = await spawner_for(config, "bob")
+    await setup_ldap_entry_hook(bob)
+    assert bob.environment["NB_UID"] == "10001"
+    again = await spawner_for(config, "alice")
+    assert not (await setup_ldap_entry_hook(again)).created
+    assert again.environment["NB_UID"] == "10000"
+
+
+async def test_add_beaten_by_a_concurrent_spawn_of_the_same_user_gives_the_uid_back(slapd, monkeypatch):
+    """Between the increment and the add another hub created the same user's entry (with its
+    own uid): the add is refused, the uid goes back to the counter and that entry is used."""
+    from ldap_hooks.client import LDAPClient
+
+    config = example_ldap_config(slapd)
+    real_add = LDAPClient.add
+
+    async def other_hub_first(self, dn, object_classes, attributes):
+        conn = slapd.connection()
+        conn.add(dn, list(object_classes), {**attributes, "uidNumber": "20000"})
+        conn.unbind()
+        await real_add(self, dn, object_classes, attributes)
+
+    monkeypatch.setattr(LDAPClient, "add", other_hub_first)
+    spawner = await spawner_for(config, "carol")
+    result = await setup_ldap_entry_hook(spawner)
+    assert not result.created and spawner.environment["NB_UID"] == "20000"
+    assert counter(slapd) == 9999
+    assert [e["uidNumber"] for e in people(slapd)] == [20000]
+
+
+# ---- operator mistakes get the same clear failure ---------------------------------------------
+@pytest.mark.parametrize(
+    "settings, logged",
+    [
+        ({"url": "ldap://127.0.0.1:notaport"}, "LDAP.url 'ldap://127.0.0.1:notaport' is not a usable LDAP URL"),
+        ({"url": "ldap://127.0.0.1:99999"}, "is not a usable LDAP URL"),
+        ({"ca_certs_file": "/nonexistent/ca.pem", "start_tls": True}, "LDAP.ca_certs_file '/nonexistent/ca.pem' cannot be read"),
+        ({"ca_certs_file": __file__, "start_tls": True}, "cannot be read as PEM CA certificates"),
+        ({"search_attribute_queries": [{"search_base": "dc=example,dc=org", "search_filter": "(objectClass=x-nextUserIdentifier"}]},
+         "LDAP.search_attribute_queries[0] ('(objectClass=x-nextUserIdentifier' under 'dc=example,dc=org'): "
+         "ldap3 refused the request (LDAPInvalidFilterError"),
+    ],
+    ids=["port-not-a-number", "port-out-of-range", "ca-file-missing", "ca-file-not-pem", "filter-unbalanced"],
+)
+async def test_configuration_errors_fail_the_spawn_clearly(slapd, caplog, settings, logged):
+    config = example_ldap_config(slapd, **settings)
+    with pytest.raises(LDAPSpawnError) as info:
+        await setup_ldap_entry_hook(await spawner_for(config, "oscar"))
+    error = info.value
+    assert error.status_code == 500
+    assert "user-directory (LDAP) setup is broken" in error.jupyterhub_message
+    assert "LDAPConfigError" in error.log_message and logged in error.log_message
+    assert any(r.levelname == "ERROR" and logged in r.getMessage() for r in caplog.records)
+    assert people(slapd) == [] and counter(slapd) == 9999
+
+
+# ---- logs above DEBUG carry no user data ------------------------------------------------------
+async def test_user_data_stays_out_of_logs_above_debug(slapd, caplog):
+    caplog.set_level("DEBUG")
+    config = example_ldap_config(slapd)
+    secrets = ["Secret Person", "hidden@example.org"]
+
+    async def hook(name, cn="Secret Person", email="hidden@example.org"):
+        return await setup_ldap_entry_hook(await spawner_for(config, name, cn=cn, email=email))
+
+    await hook("alice")  # created
+    await hook("alice")  # found
+    with pytest.raises(LDAPSpawnError):  # the directory refuses the data (non-ASCII home)
+        await hook("jürgen")
+    spawner = make_spawner("ivan", config)
+    await spawner.user.save_auth_state({"X-Certificate-Subject": "/CN=Secret Person/secretName=1"})
+    with pytest.raises(LDAPSpawnError) as refused:
+        await setup_ldap_entry_hook(spawner)
+    assert "secretName" in refused.value.jupyterhub_message  # the user sees what was wrong
+    # two entries for one user: the operator learns which attributes clash, not the values
+    conn = slapd.connection()
+    for i in range(2):
+        conn.add(f"cn=Secret Person {i},ou=people,dc=example,dc=org", ["x-certsDistinguishedName", "posixAccount"],
+                 {"uid": "dup", "uidNumber": 30000 + i, "gidNumber": 100, "homeDirectory": "/home/dup",
+                  "email": "hidden@example.org"})
+    conn.unbind()
+    with pytest.raises(LDAPSpawnError) as ambiguous:
+        await hook("dup")
+
+    above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+    text = "\n".join(above_debug)
+    for secret in secrets + ["secretName", "ou=people"]:
+        assert secret not in text, secret
+    # what the operator needs is there: who, which step, which values are the hub's own
+    assert "LDAP: created the entry of user alice with uidNumber=10000" in text
+    assert "LDAP: found the entry of user alice" in text
+    assert "invalidAttributeSyntax" in text and "outside LDAP.submit_attribute_names" in text
+    assert "values of uid of this user" in ambiguous.value.log_message
+    debug = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "Secret Person" in debug  # the DN is there for whoever turns DEBUG on
+
+
+# ---- shutdown -----------------------------------------------------------------------------------
+async def test_close_unbinds_in_the_worker_pool(slapd, monkeypatch):
+    """close() returns at once on the event loop; the unbind runs in a worker thread."""
+    import threading
+    import time
+
+    import ldap3
+
+    from ldap_hooks.client import Settings, get_client
+
+    config = example_ldap_config(slapd)
+    await setup_ldap_entry_hook(await spawner_for(config, "alice"))
+    from ldap_hooks.hooks import ldap_options
+
+    client = get_client(Settings.from_config(ldap_options(config)))
+    idle = len(client._idle)
+    assert idle
+    unbound = []
+    real_unbind = ldap3.Connection.unbind
+
+    def slow_unbind(conn, *args, **kwargs):
+        time.sleep(0.5)
+        unbound.append(threading.current_thread().name)
+        return real_unbind(conn, *args, **kwargs)
+
+    monkeypatch.setattr(ldap3.Connection, "unbind", slow_unbind)
+    started = time.perf_counter()
+    close_clients()
+    assert time.perf_counter() - started < 0.2
+    for _ in range(100):
+        if len(unbound) == idle:
+            break
+        await asyncio.sleep(0.05)
+    assert len(unbound) == idle and all(name.startswith("ldap-hooks") for name in unbound), unbound
+    with pytest.raises(Exception, match="closed"):
+        await client.search("dc=example,dc=org", "(objectClass=*)")
+
+
+# ---- published options: submitted data from user.data, values from the spawner ------------------
+async def test_user_data_path_keys_and_spawner_attribute(slapd):
+    from ldap_hooks import SPAWNER_ATTRIBUTE
+
+    base = example_ldap_config(slapd)
+    config = example_ldap_config(
+        slapd,
+        submit_spawner_attribute="user.data",
+        submit_spawner_attribute_keys=("User", "CERT"),
+        dynamic_attributes={**base.LDAP.dynamic_attributes, "loginShell": [SPAWNER_ATTRIBUTE, "environment.LOGIN_SHELL"]},
+        object_attributes={**base.LDAP.object_attributes, "loginShell": "{loginShell}"},
+    )
+    spawner = make_spawner("uma", config)
+    spawner.user.data = {"User": {"CERT": SUBJECT.format(cn="Uma U", email="uma@example.org")}}
+    spawner.environment = {"LOGIN_SHELL": "/bin/zsh"}
+    await setup_ldap_entry_hook(spawner)
+
+    [entry] = people(slapd)
+    assert entry["cn"] == ["Uma U"] and entry["email"] == ["uma@example.org"]
+    assert entry["loginShell"] == "/bin/zsh"
+    assert spawner.environment["NB_UID"] == "10000"

@@ -287,3 +287,46 @@ async def test_pre_spawn_start_shares_chosen_entries():
     spawner = SimpleNamespace(environment={})
     await auth.pre_spawn_start(user, spawner)
     assert spawner.environment == {"X-Mount": json.dumps({"HOST": "h"}), "data": "plain"}
+
+
+# ---- start-up warnings ------------------------------------------------------------------
+FORGE_WARNING = "any process on this host"
+
+
+@pytest.mark.parametrize(
+    "config, warned",
+    [
+        ({"trusted_proxy_ips": ["127.0.0.2"]}, True),
+        ({"trusted_proxy_ips": ["127.0.0.0/8", "::1"]}, True),
+        ({"trusted_proxy_ips": ["127.0.0.2"], "shared_secret": "s3cr3t"}, False),
+        ({"trusted_proxy_ips": ["127.0.0.2", "10.0.0.5"]}, False),
+        ({"trusted_proxy_ips": ["10.0.0.5"]}, False),
+        ({"allow_any_proxy": True}, False),  # warned about more loudly
+    ],
+)
+def test_warns_when_only_loopback_is_trusted_without_a_secret(caplog, monkeypatch, config, warned):
+    monkeypatch.delenv("JUPYTERHUB_HEADER_AUTH_SECRET", raising=False)
+    with caplog.at_level(logging.WARNING):
+        HeaderAuthenticator(**config)
+    assert (FORGE_WARNING in caplog.text) is warned
+
+
+def test_loopback_warning_is_silenced_by_the_secret_from_the_environment(caplog, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env")
+    with caplog.at_level(logging.WARNING):
+        HeaderAuthenticator(trusted_proxy_ips=["127.0.0.2"])
+    assert FORGE_WARNING not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "config, warned",
+    [
+        ({"admin_groups": {"hubadmins"}}, True),
+        ({"admin_groups": {"hubadmins"}, "groups_header": "X-Groups"}, False),
+        ({}, False),
+    ],
+)
+def test_warns_when_admin_groups_cannot_be_read(caplog, config, warned):
+    with caplog.at_level(logging.WARNING):
+        HeaderAuthenticator(trusted_proxy_ips=[NGINX], **config)
+    assert ("admin_groups is set but groups_header is not" in caplog.text) is warned

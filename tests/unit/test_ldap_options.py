@@ -98,8 +98,17 @@ def test_parse_x509_subject():
     ],
 )
 def test_parse_refuses_bad_subjects(subject, message):
-    with pytest.raises(UserDataError, match=message):
+    with pytest.raises(UserDataError) as info:
         parse_submitted(subject, replace={"/": "+"}, strip_chars=["/", "+"], allowed_names=NAMES, max_length=64)
+    assert message in info.value.shown  # what the user is told
+
+
+@pytest.mark.parametrize("subject, secret", [("/CN=a/secretName=0", "secretName"), ("/CN=a/secretPart", "secretPart")])
+def test_refusals_quote_user_data_only_to_the_user(subject, secret):
+    with pytest.raises(UserDataError) as info:
+        parse_submitted(subject, replace={"/": "+"}, strip_chars=["/", "+"], allowed_names=NAMES, max_length=64)
+    assert secret in info.value.shown
+    assert secret not in str(info.value)  # the text that goes to the log
 
 
 def test_filter_and_dn_values_are_escaped():
@@ -165,3 +174,74 @@ async def test_chain_hooks_runs_in_order_and_stops_on_error():
     with pytest.raises(RuntimeError):
         await chain_hooks(failing, sync_hook)(Spawner())
     assert calls == ["hello", "sync", "failing"]
+
+
+# ---- where the submitted data comes from (EntrySetup._submitted, no server) -------------------
+class FakeUser:
+    def __init__(self, name="alice", data=None, auth_state=None):
+        self.name = name
+        self.data = data
+        self._auth_state = auth_state
+
+    async def get_auth_state(self):
+        return self._auth_state
+
+
+def entry_setup(user, environment=None, **options):
+    import logging
+    from types import SimpleNamespace
+
+    from ldap_hooks.hooks import EntrySetup
+
+    c = Config()
+    c.LDAP.replace_object_with = {"/": "+"}
+    for name, value in options.items():
+        c.LDAP[name] = value
+    spawner = SimpleNamespace(user=user, log=logging.getLogger("test"), environment=environment or {})
+    return EntrySetup(LDAP(config=c), spawner)
+
+
+async def test_submitted_data_from_a_dotted_path_and_keys():
+    user = FakeUser(data={"User": {"CERT": "/C=DK/CN=Jane Doe", "Other": "/CN=no"}, "CERT": "/CN=top"})
+    setup = entry_setup(user, submit_spawner_attribute="user.data", submit_spawner_attribute_keys=("User", "CERT"))
+    assert dict(await setup._submitted()) == {"C": "DK", "CN": "Jane Doe"}
+    # without the keys the dict itself is the data, whose names are not attributes
+    with pytest.raises(UserDataError, match="outside LDAP.submit_attribute_names"):
+        await entry_setup(user, submit_spawner_attribute="user.data")._submitted()
+    # a key that is not there: no data, a clear refusal
+    missing = entry_setup(user, submit_spawner_attribute="user.data", submit_spawner_attribute_keys=("User", "X509"))
+    with pytest.raises(UserDataError, match="did not provide"):
+        await missing._submitted()
+
+
+async def test_submitted_data_from_auth_state_with_keys():
+    user = FakeUser(auth_state={"cert": {"subject": "/O=NBI/CN=Jane"}})
+    setup = entry_setup(user, submit_spawner_attribute="auth_state.cert", submit_spawner_attribute_keys=("subject",))
+    assert dict(await setup._submitted()) == {"O": "NBI", "CN": "Jane"}
+
+
+async def test_name_strip_chars():
+    user = FakeUser(data="/CN=Jane/C=DK. ")
+    # the published default strips "/", "+", "*", ",", ".", "!" and " " from both ends
+    assert dict(await entry_setup(user, submit_spawner_attribute="user.data")._submitted())["C"] == "DK"
+    kept = entry_setup(user, submit_spawner_attribute="user.data", name_strip_chars=["/", "+"])
+    assert dict(await kept._submitted())["C"] == "DK. "
+    # nothing stripped: the leading separator leaves an empty field
+    bare = entry_setup(user, submit_spawner_attribute="user.data", name_strip_chars=[])
+    with pytest.raises(UserDataError, match="not of the form name=value"):
+        await bare._submitted()
+
+
+def test_spawner_attribute_values():
+    from ldap_hooks import SPAWNER_ATTRIBUTE
+    from ldap_hooks.entry import initial_sources
+
+    setup = entry_setup(FakeUser(), environment={"LOGIN_SHELL": "/bin/zsh"})
+    setup.spawner.notebook_dir = "/work"
+    dynamic = {"loginShell": [SPAWNER_ATTRIBUTE, "environment.LOGIN_SHELL"], "notebook_dir": SPAWNER_ATTRIBUTE,
+               "absent": [SPAWNER_ATTRIBUTE, "environment.NOPE"]}
+    values = dynamic_values(dynamic, initial_sources({}, setup.spawner), 64)
+    assert values == {"loginShell": "/bin/zsh", "notebook_dir": "/work"}
+    setup.spawner.environment["LOGIN_SHELL"] = "/bin/sh\n"
+    with pytest.raises(UserDataError, match="loginShell contains control characters"):
+        dynamic_values(dynamic, initial_sources({}, setup.spawner), 64)
