@@ -106,6 +106,18 @@ def test_concurrent_edits_conflict_and_nothing_is_lost(editor_hub):
     final = call(ta, "GET", "templates/course-a-lab").json()["spec"]
     assert final["description"] == f"edited by {winner}" and final["display_name"] == "second edit"
 
+    # deleting goes by the same rules: a stale version is a conflict, another course's is refused
+    final_etag = call(ta, "GET", "templates/course-a-lab").json()["etag"]
+    assert call(ta, "DELETE", "templates/course-a-lab", headers={"If-Match": fresh["etag"]}).status_code == 409
+    assert call(ta, "DELETE", "templates/course-a-lab").status_code == 428
+    b_etag = call(ta, "GET", "templates/course-b-lab").json()["etag"]
+    assert call(ta, "DELETE", "templates/course-b-lab", headers={"If-Match": b_etag}).status_code == 403
+    assert call(ta, "DELETE", "templates/course-a-lab", headers={"If-Match": final_etag}).status_code == 204
+    assert call(ta, "GET", "templates/course-a-lab").status_code == 404
+    assert set(load_catalogue([catalogue]).templates) == {"course-b-lab"}
+    history = call(boss, "GET", "history", params={"template": "course-a-lab"}).json()["history"]
+    assert [(h["actor"], h["action"]) for h in history] == [("ta", "delete"), ("ta", "update"), (winner, "update")]
+
 
 def test_invalid_edit_refused_with_schema_error(editor_hub):
     hub, catalogue, token, call = editor_hub
