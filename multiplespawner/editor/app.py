@@ -32,6 +32,7 @@ forbidden changes 403; nothing is written in those cases.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -103,6 +104,22 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise _bad("the body must be one template (a mapping)")
         return value
 
+    def problems_of(self, e: CatalogueError) -> list[str]:
+        """``e``'s problems as text, catalogue files named relative to the catalogue directory
+        (course admins need to know which file, not where the server keeps it)."""
+        texts = []
+        for p in e.problems:
+            try:
+                p = dataclasses.replace(p, file=str(Path(p.file).relative_to(self.store.directory)))
+            except ValueError:
+                pass  # a file outside the directory (an --extra-path): named as configured
+            texts.append(str(p))
+        return texts
+
+    def invalid(self, e: CatalogueError) -> web.HTTPError:
+        """The 400 for a template that does not validate."""
+        return _bad("the template is not valid; nothing was saved", self.problems_of(e))
+
     def entry_json(self, entry, editor: Editor) -> dict:
         return {
             "name": entry.name,
@@ -113,14 +130,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         }
 
 
-def _bad(message: str, problems=()) -> web.HTTPError:
+def _bad(message: str, problems: list[str] = ()) -> web.HTTPError:
     err = web.HTTPError(400, message)
-    err.extra = {"problems": [str(p) for p in problems]}
+    err.extra = {"problems": list(problems)}
     return err
-
-
-def _invalid(e: CatalogueError) -> web.HTTPError:
-    return _bad("the template is not valid; nothing was saved", e.problems)
 
 
 def _conflict(e: Conflict) -> web.HTTPError:
@@ -162,7 +175,7 @@ class TemplatesHandler(BaseHandler):
         try:
             entry = await self.blocking(self.store.put, name, spec, None, editor.name)
         except CatalogueError as e:
-            raise _invalid(e)
+            raise self.invalid(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_status(201)
@@ -202,7 +215,7 @@ class TemplateHandler(BaseHandler):
         try:
             entry = await self.blocking(self.store.put, name, spec, etag, editor.name)
         except CatalogueError as e:
-            raise _invalid(e)
+            raise self.invalid(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_header("ETag", f'"{entry.etag}"')
@@ -219,7 +232,7 @@ class TemplateHandler(BaseHandler):
         try:
             await self.blocking(self.store.delete, name, etag, editor.name)
         except CatalogueError as e:
-            raise _invalid(e)
+            raise self.invalid(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_status(204)
@@ -236,7 +249,7 @@ class ValidateHandler(BaseHandler):
         try:
             await self.blocking(self.store.validate, {name: spec})
         except CatalogueError as e:
-            problems = [str(p) for p in e.problems]
+            problems = self.problems_of(e)
         self.finish({"valid": not problems, "problems": problems, "yaml": dump_yaml(spec)})
 
 
@@ -257,7 +270,7 @@ class PreviewHandler(BaseHandler):
         try:
             catalogue = await self.blocking(load_catalogue, self.settings["catalogue_paths"])
         except CatalogueError as e:
-            raise _invalid(e)
+            raise self.invalid(e)
         templates = catalogue.usable_by(user_name="", groups=[group] if group else [], admin=False)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(render_form(templates))

@@ -5,6 +5,11 @@ from the command line) or works on the catalogue directory directly (``--catalog
 with the same validation, ETag conflict detection and history either way.
 
 FILE is YAML or JSON holding one template, a list of templates, or ``{"templates": [...]}``.
+``show`` starts its output with a comment ``# etag NAME: ETAG``; a FILE holding such a line
+is applied only if NAME is still at that version (else: conflict), so ``show NAME > FILE``,
+edit, ``apply FILE`` never overwrites a change someone made in between. Without the line,
+``apply`` replaces whatever version is live.
+
 Exit status: 0 done, 1 invalid or refused, 2 usage or connection problem, 3 conflict.
 """
 
@@ -14,7 +19,9 @@ import argparse
 import difflib
 import json
 import os
+import re
 import sys
+import urllib.parse
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -97,7 +104,7 @@ class ServiceBackend:
         return data["templates"]
 
     def get(self, name: str) -> dict | None:
-        status, data = self._call("GET", f"templates/{name}")
+        status, data = self._call("GET", f"templates/{urllib.parse.quote(name, safe='')}")
         if status == 404:
             return None
         if status != 200:
@@ -114,21 +121,31 @@ class ServiceBackend:
         if etag is None:
             status, data = self._call("POST", "templates", spec)
         else:
-            status, data = self._call("PUT", f"templates/{spec['name']}", spec, etag)
+            status, data = self._call("PUT", f"templates/{urllib.parse.quote(spec['name'], safe='')}", spec, etag)
         if status >= 400:
             raise Refused(data.get("message", f"HTTP {status}"), data.get("problems", []), conflict=status == 409)
 
 
-def read_templates(path: str) -> list[dict]:
-    """The templates in FILE (one, a list, or a combined document)."""
-    document = _parse(Path(path).read_text(), path)
+_ETAG_LINE = re.compile(r"^#\s*etag\s+([A-Za-z0-9._-]+):\s*([0-9a-f]+)\b", re.MULTILINE)
+
+
+def etag_comment(name: str, etag: str) -> str:
+    """The comment ``show`` puts first; :func:`read_templates` reads it back."""
+    return f"# etag {name}: {etag}  (apply refuses this file if {name} changed since)\n"
+
+
+def read_templates(path: str) -> tuple[list[dict], dict[str, str]]:
+    """The templates in FILE (one, a list, or a combined document) and the versions they were
+    based on (``{name: etag}`` from ``# etag NAME: ETAG`` comment lines; YAML only)."""
+    text = Path(path).read_text()
+    document = _parse(text, path)
     if isinstance(document, dict) and "templates" in document:
         document = document["templates"]
     if isinstance(document, dict):
         document = [document]
     if not isinstance(document, list) or not all(isinstance(t, dict) and t.get("name") for t in document):
         raise Refused(f"{path}: expected one template, a list of templates or {{templates: [...]}}")
-    return document
+    return document, dict(_ETAG_LINE.findall(text))
 
 
 def _diff(name: str, old: dict | None, new: dict) -> str:
@@ -151,9 +168,9 @@ def run(args, backend, out) -> int:
         if t is None:
             print(f"no template named {args.name!r}", file=sys.stderr)
             return 1
-        print(dump_yaml(t["spec"]), end="", file=out)
+        print(etag_comment(t["name"], t["etag"]) + dump_yaml(t["spec"]), end="", file=out)
         return 0
-    templates = read_templates(args.file)
+    templates, based_on = read_templates(args.file)
     if args.command == "validate":
         bad = 0
         for spec in templates:
@@ -166,26 +183,40 @@ def run(args, backend, out) -> int:
     if args.command == "diff":
         for spec in templates:
             current = backend.get(spec["name"])
+            stale = _stale(spec["name"], based_on.get(spec["name"]), current)
+            if stale:
+                print(f"# {stale}", file=out)
             print(_diff(spec["name"], current and current["spec"], spec) or f"{spec['name']}: unchanged", file=out)
         return 0
     if args.command == "apply":
         status = 0
         for spec in templates:
-            current = backend.get(spec["name"])
+            name = spec["name"]
+            current = backend.get(name)
             if current and etag_of(current["spec"]) == etag_of(spec):
-                print(f"{spec['name']}: unchanged", file=out)
+                print(f"{name}: unchanged", file=out)
                 continue
             try:
-                backend.put(spec, current["etag"] if current else None)
+                if current is None and name in based_on:
+                    raise Refused(_stale(name, based_on[name], None), conflict=True)
+                backend.put(spec, based_on.get(name) or (current["etag"] if current else None))
             except Refused as e:
-                print(f"{spec['name']}: refused: {e}", file=out)
+                print(f"{name}: refused: {e}", file=out)
                 for p in e.problems:
                     print(f"  {p}", file=out)
                 status = max(status, 3 if e.conflict else 1)
                 continue
-            print(f"{spec['name']}: {'updated' if current else 'created'}", file=out)
+            print(f"{name}: {'updated' if current else 'created'}", file=out)
         return status
     raise AssertionError(args.command)
+
+
+def _stale(name: str, base: str | None, current: dict | None) -> str | None:
+    """Why a file based on version ``base`` of ``name`` is out of date (None: it is not)."""
+    if base is None or (current is not None and current["etag"] == base):
+        return None
+    now = f"it is now at {current['etag']}" if current else "it has been deleted"
+    return f"{name} changed since this file was made from version {base} ({now}): apply refuses it"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -56,3 +56,57 @@ def test_token_never_from_argv(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
     code, _, err = run(capsys, "--url", "http://127.0.0.1:9/services/templates/", "list")
     assert code == 2 and "JUPYTERHUB_API_TOKEN" in err
+
+
+def test_show_apply_round_trip_detects_an_edit_made_in_between(tmp_path, capsys):
+    """``show NAME > FILE``, edit, ``apply FILE``: a change someone made meanwhile is not lost."""
+    cat = tmp_path / "cat"
+    write_catalogue(cat)
+    store = TemplateStore(cat)
+    code, shown, _ = run(capsys, "--catalogue-dir", str(cat), "show", "course-a-lab")
+    assert code == 0 and shown.startswith(f"# etag course-a-lab: {store.get('course-a-lab').etag} ")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(shown.replace("max: 1024", "max: 4096"))
+
+    # meanwhile a TA changes the description in the browser
+    theirs = {**store.get("course-a-lab").spec, "description": "TA's edit"}
+    store.put("course-a-lab", theirs, store.get("course-a-lab").etag, actor="ta")
+
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "diff", str(mine))
+    assert code == 0 and "course-a-lab changed since this file was made" in out
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "--actor", "ops", "apply", str(mine))
+    assert code == 3 and "course-a-lab: refused: template 'course-a-lab' was changed by someone else" in out
+    assert store.get("course-a-lab").spec == theirs
+    assert [h["actor"] for h in store.history()] == ["ta"]
+
+    # made again from the live version, the same edit goes through and keeps the TA's change
+    code, shown, _ = run(capsys, "--catalogue-dir", str(cat), "show", "course-a-lab")
+    mine.write_text(shown.replace("max: 1024", "max: 4096"))
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "--actor", "ops", "apply", str(mine))
+    assert code == 0 and "course-a-lab: updated" in out
+    live = store.get("course-a-lab").spec
+    assert live["description"] == "TA's edit" and live["resources"]["memory_mb"]["max"] == 4096
+
+
+def test_apply_of_a_file_made_from_a_deleted_template_is_a_conflict(tmp_path, capsys):
+    cat = tmp_path / "cat"
+    write_catalogue(cat)
+    store = TemplateStore(cat)
+    _, shown, _ = run(capsys, "--catalogue-dir", str(cat), "show", "course-b-lab")
+    store.delete("course-b-lab", store.get("course-b-lab").etag, actor="boss")
+    old = tmp_path / "old.yaml"
+    old.write_text(shown)
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "apply", str(old))
+    assert code == 3 and "it has been deleted" in out
+    assert [e.name for e in store.list()] == ["course-a-lab"]
+
+
+def test_connection_and_file_problems_exit_2(tmp_path, capsys, monkeypatch):
+    from tests.fixtures.net import free_port
+
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "not-a-real-token")
+    code, _, err = run(capsys, "--url", f"http://127.0.0.1:{free_port()}/services/templates/", "list")
+    assert code == 2 and "Connection refused" in err
+    write_catalogue(tmp_path)
+    code, _, err = run(capsys, "--catalogue-dir", str(tmp_path), "apply", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml" in err

@@ -221,11 +221,17 @@ $("tab-yaml").onclick = async () => {
 };
 $("new-template").onclick = newTemplate;
 $("preview").onclick = async () => {
+  // through api(): the hub accepts the login cookie on a script's request only with the XSRF token
   const group = $("preview-group").value.trim();
-  const response = await fetch(`${prefix}api/preview?group=${encodeURIComponent(group)}`, { credentials: "same-origin" });
+  const { ok, data } = await api("GET", `preview?group=${encodeURIComponent(group)}`);
   const out = $("preview-output");
+  if (!ok) {
+    out.classList.add("d-none");
+    say([data.message || "the preview failed", ...(data.problems || [])].join("\n"), "danger");
+    return;
+  }
   out.classList.remove("d-none");
-  out.innerHTML = await response.text(); // server-rendered, escaped spawn form; its scripts do not run here
+  out.innerHTML = data.html; // server-rendered, escaped spawn form; its scripts do not run here
 };
 
 async function loadHistory(name) {
