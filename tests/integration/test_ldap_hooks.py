@@ -257,13 +257,31 @@ async def test_tls_with_untrusted_certificate_is_refused(slapd, tmp_path, mode):
     assert people(slapd) == []
 
 
-async def test_hook_does_not_block_the_event_loop(slapd):
-    """While 20 first spawns run, a 5 ms ticker on the loop is never late by more than 100 ms.
+async def test_hook_does_not_block_the_event_loop(slapd, monkeypatch):
+    """While 20 first spawns run, no ldap3 network call runs on the event loop's thread, and a
+    5 ms ticker on the loop is never late by more than 500 ms.
 
-    Done on the loop (as the published hook did), the same work blocks it for its whole
-    duration, several hundred ms here (see benchmarks/ldap_hooks.py for measured figures)."""
+    The thread check is what proves the contract (a blocking call is a blocking call however
+    fast slapd answers); the ticker bound is generous because the machine is shared. Measured
+    stalls are in benchmarks/ldap_hooks.py."""
+    import threading
+
+    import ldap3
+
     config = example_ldap_config(slapd)
     spawners = [await spawner_for(config, f"tick{i}") for i in range(20)]
+    loop_thread = threading.get_ident()
+    on_loop, calls = [], []
+    for name in ("start_tls", "bind", "search", "add", "modify", "delete", "unbind"):
+        original = getattr(ldap3.Connection, name)
+
+        def spy(self, *args, __original=original, __name=name, **kwargs):
+            calls.append(__name)
+            if threading.get_ident() == loop_thread:
+                on_loop.append(__name)
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ldap3.Connection, name, spy)
     late = []
 
     async def ticker():
@@ -276,8 +294,11 @@ async def test_hook_does_not_block_the_event_loop(slapd):
     task = asyncio.create_task(ticker())
     await asyncio.gather(*(setup_ldap_entry_hook(s) for s in spawners))
     task.cancel()
+    hooks_calls, hooks_on_loop = list(calls), list(on_loop)  # before the test's own reads
     assert len(people(slapd)) == 20
-    assert max(late) < 0.1, f"event loop stalled {max(late) * 1000:.0f} ms"
+    assert {"search", "add", "modify"} <= set(hooks_calls)
+    assert hooks_on_loop == [], f"ldap3 called on the event loop: {sorted(set(hooks_on_loop))}"
+    assert max(late) < 0.5, f"event loop stalled {max(late) * 1000:.0f} ms"
 
 
 # ---- the counter is never handed out twice ---------------------------------------------------
