@@ -10,16 +10,24 @@ Actions (``python3 -c SOURCE ACTION`` with a JSON object on stdin, one JSON obje
 ``launch``  start ``argv`` with ``env`` added to the login environment, in its own session,
             stdin from /dev/null, stdout/stderr appended to ``log`` (created 0600 in a 0700
             directory), detached so it outlives the SSH connection. Reports ``pid`` and its
-            start time (``start``; from /proc, or null where there is no /proc).
+            start time (``start``; from /proc, or null where there is no /proc). Before it
+            reports, it writes ``{launch_id, pid, start}`` to the launch record ``record``
+            (0600, no secret in it), so a launch whose answer never reached the hub can be found.
+``claim``   for a launch whose answer was lost (start cancelled, connection dropped): report
+            ``pid``/``start`` if the record shows ``launch_id`` started a process; otherwise
+            mark ``launch_id`` cancelled so that a launch still on its way starts nothing.
 ``status``  is ``pid`` alive and still the process that was launched (same start time)?
 ``signal``  send ``signal`` to the process group of ``pid`` if it is still that process.
+
+``launch`` and ``claim`` hold an exclusive ``flock`` on the record while they run, so one of
+them always sees what the other did.
 """
 
 import json
 import shlex
 
 _SOURCE = r'''
-import json, os, signal, socket, subprocess, sys
+import fcntl, json, os, signal, socket, subprocess, sys
 
 def start_time(pid):
     try:
@@ -39,6 +47,28 @@ def same(pid, start):
     now = start_time(pid)
     return now != "gone" and (start is None or now is None or now == start)
 
+def private(path):
+    path = os.path.expanduser(path)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+def locked_record(path):
+    fd = private(path)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # released when this program exits
+    f = os.fdopen(fd, "r+")
+    try:
+        return f, json.loads(f.read() or "{}")
+    except ValueError:
+        return f, {}
+
+def save(f, record):
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(record))
+    f.flush()
+
 req = json.loads(sys.stdin.read() or "{}")
 action = sys.argv[1]
 if action == "port":
@@ -47,16 +77,24 @@ if action == "port":
     out = {"port": s.getsockname()[1]}
     s.close()
 elif action == "launch":
-    log = os.path.expanduser(req["log"])
-    os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)
+    record, seen = locked_record(req["record"])
+    if seen.get("cancelled") == req["launch_id"]:
+        sys.exit("launch %s was cancelled before it started" % req["launch_id"])
+    fd = private(req["log"])
     env = dict(os.environ)
     env.update(req["env"])
     cwd = os.path.expanduser(req.get("cwd") or "~")
     p = subprocess.Popen(req["argv"], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                          stdout=fd, stderr=fd, start_new_session=True, close_fds=True)
     out = {"pid": p.pid, "start": start_time(p.pid)}
+    save(record, {"launch_id": req["launch_id"], **out})
+elif action == "claim":
+    record, seen = locked_record(req["record"])
+    if seen.get("launch_id") == req["launch_id"]:
+        out = {"pid": seen["pid"], "start": seen["start"]}
+    else:
+        save(record, {"cancelled": req["launch_id"]})
+        out = {"pid": None}
 elif action == "status":
     out = {"alive": same(req["pid"], req.get("start"))}
 elif action == "signal":

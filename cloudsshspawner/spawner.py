@@ -8,11 +8,14 @@ carrying two forwards:
 
 The notebook binds 127.0.0.1 on the machine, so only sshd faces the network. Everything needed
 to find the server again after a hub restart is in the spawner state (JSON): the host, the SSH
-port and user, the verified host key, the three ports, and the remote PID with its start time.
+port and user, the verified host key, the three ports, the id of the launch, and the remote PID
+with its start time.
 """
 
 import asyncio
 import os
+import re
+import secrets
 import time
 from urllib.parse import urlparse
 
@@ -26,8 +29,30 @@ from .tunnel import HostKeyError, SSHTarget, SSHTunnel, TunnelClosed
 
 _STATE_KEYS = (
     "host", "ssh_port", "username", "host_key",
-    "local_port", "notebook_port", "api_port", "pid", "pid_start",
+    "local_port", "notebook_port", "api_port", "launch_id", "pid", "pid_start",
 )
+
+# "--ip=X", "--ip X", "--ServerApp.ip=X", ...: what would make the notebook listen on X
+_IP_ARG = re.compile(r"^--?(?:[A-Za-z_]\w*\.)*ip(?:=(?P<value>.*))?$")
+
+
+def check_loopback_args(args) -> None:
+    """Raise ValueError if ``args`` would make the notebook listen anywhere but 127.0.0.1."""
+    args = list(args)
+    for i, arg in enumerate(args):
+        match = _IP_ARG.match(arg)
+        if not match:
+            continue
+        value = match.group("value")
+        if value is None:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        if value.strip("'\"") != "127.0.0.1":
+            raise ValueError(
+                f"Spawner.args contains {arg!r}{'' if '=' in arg else ' ' + repr(value)}: with"
+                " CloudSSHSpawner the notebook must listen on 127.0.0.1 only (the hub reaches it"
+                " through the SSH tunnel, nothing else may). Remove that argument or set it to"
+                " 127.0.0.1."
+            )
 
 
 def parse_host(entry: str, default_port: int) -> tuple[str, int]:
@@ -122,10 +147,17 @@ class CloudSSHSpawner(Spawner):
         help="""Notebook server log on the machine (created 0600 in a 0700 directory).
 
         Templated with {username} and {server_label} (the server name, or "default").
+        The launch record (which process a launch started, 0600, no secret in it) is kept next
+        to it as <path>.launch.
         """,
     )
     keepalive_interval = Float(
-        10, config=True, help="Seconds between SSH keepalive requests on an idle connection."
+        10,
+        config=True,
+        help="""Seconds without a packet from the machine after which a keepalive is sent.
+
+        A connection that goes silent is declared dead and re-established at most
+        keepalive_interval * (keepalive_count_max + 1) seconds after the last packet.""",
     )
     keepalive_count_max = Integer(
         3, config=True, help="Unanswered keepalives after which the connection counts as dead."
@@ -267,7 +299,11 @@ class CloudSSHSpawner(Spawner):
         raise RuntimeError("No machine could be reached over SSH: " + "; ".join(errors))
 
     async def _ensure_tunnel(self) -> SSHTunnel:
-        """The live tunnel; rebuilt from state (same ports, pinned key) if there is none."""
+        """The live tunnel; rebuilt from state (same ports, pinned key) if there is none.
+
+        Forwards keep their ports from state: one that is taken is retried by the tunnel, never
+        moved (the proxy route and the notebook's hub API URL are built from those ports).
+        """
         async with self._tunnel_lock:
             if self._tunnel is not None and self._tunnel.failure is None:
                 return self._tunnel
@@ -281,10 +317,7 @@ class CloudSSHSpawner(Spawner):
                 if s.get("api_port"):
                     await tunnel.forward_remote(s["api_port"], *self._hub_api_destination())
                 if s.get("notebook_port"):
-                    local = await tunnel.forward_local(s.get("local_port", 0), s["notebook_port"])
-                    if local != s.get("local_port"):
-                        self.log.warning("%s: hub-side port moved to %s", self._log_name, local)
-                        s["local_port"] = local
+                    await tunnel.forward_local(s.get("local_port", 0), s["notebook_port"])
             except BaseException:
                 await tunnel.close()
                 raise
@@ -324,6 +357,7 @@ class CloudSSHSpawner(Spawner):
         self._events, self._events_done = [], False
         self.remote_state = {}
         try:
+            check_loopback_args(self.get_args())
             tunnel = await self._connect_first_host()
             async with self._tunnel_lock:
                 self._tunnel = tunnel
@@ -343,10 +377,13 @@ class CloudSSHSpawner(Spawner):
             self.ip, self.port = "127.0.0.1", notebook_port
             argv = [self.format_string(a) for a in self.cmd] + list(self.get_args())
             self._progress(60, f"Starting {argv[0]} on {t.host}")
+            # from here on a process may exist before its pid reaches us: the launch id lets
+            # cleanup find it (or stop it from starting) through the launch record
+            self.remote_state["launch_id"] = secrets.token_hex(8)
             launched = await self._remote(
                 "launch",
-                {"argv": argv, "env": self.get_env(),
-                 "log": self.format_string(self.remote_log_path)},
+                {"argv": argv, "env": self.get_env(), "log": self._log_path(),
+                 "record": self._launch_record(), "launch_id": self.remote_state["launch_id"]},
             )
             self.remote_state.update(pid=launched["pid"], pid_start=launched["start"])
             self._progress(80, "Waiting for the notebook server to answer")
@@ -359,6 +396,12 @@ class CloudSSHSpawner(Spawner):
             self._events_done = True
             self._events_changed.set()
 
+    def _log_path(self) -> str:
+        return self.format_string(self.remote_log_path)
+
+    def _launch_record(self) -> str:
+        return self._log_path() + ".launch"
+
     async def get_url(self):
         if self.remote_state.get("local_port"):
             return f"http://127.0.0.1:{self.remote_state['local_port']}"
@@ -367,9 +410,10 @@ class CloudSSHSpawner(Spawner):
     async def poll(self):
         """None while the remote process is alive and reachable through the tunnel, else 1.
 
-        After a hub restart this re-establishes the tunnel from state on the same ports. When
-        the answer is "not running" the tunnel is closed here: the hub does not call stop() for
-        a server that poll() reports gone.
+        After a hub restart this re-establishes the tunnel from state on the same ports. A
+        forward whose port is taken does not make the server "gone" (the tunnel keeps retrying
+        that port; a warning is logged). When the answer is "not running" the tunnel is closed
+        here: the hub does not call stop() for a server that poll() reports gone.
         """
         if not self.remote_state.get("pid"):
             return 0
@@ -390,6 +434,8 @@ class CloudSSHSpawner(Spawner):
             await self._close_tunnel()
             return 1
         if answer["alive"]:
+            if tunnel.forward_problem:
+                self.log.warning("%s: running, but %s", self._log_name, tunnel.forward_problem)
             return None
         self.log.warning("%s: remote process %s has exited", self._log_name, self.remote_state["pid"])
         await self._close_tunnel()
@@ -398,13 +444,16 @@ class CloudSSHSpawner(Spawner):
     async def stop(self, now=False):
         """SIGTERM the remote process group, SIGKILL after term_timeout, close the tunnel.
 
-        Idempotent; works from state alone after a hub restart.
+        Idempotent; works from state alone after a hub restart. After an interrupted launch
+        (no pid in state) it finds the process through the launch record.
         """
         await self._stop_remote_and_close(now=now)
 
     async def _stop_remote_and_close(self, now: bool):
         pid = self.remote_state.get("pid")
         try:
+            if not pid and self.remote_state.get("launch_id"):
+                pid = await self._claim_launch()
             if pid:
                 await self._signal_until_gone(pid)
         except (OSError, asyncssh.Error, asyncio.TimeoutError, RuntimeError, HostKeyError, TunnelClosed) as e:
@@ -415,6 +464,23 @@ class CloudSSHSpawner(Spawner):
         finally:
             await self._close_tunnel()
             self.remote_state = {}
+
+    async def _claim_launch(self) -> int | None:
+        """The pid a launch without an answer started, if any; else make sure it starts nothing."""
+        answer = await self._remote(
+            "claim", {"record": self._launch_record(), "launch_id": self.remote_state["launch_id"]}
+        )
+        if answer["pid"]:
+            self.log.warning(
+                "%s: the interrupted launch had started remote process %s; stopping it",
+                self._log_name, answer["pid"],
+            )
+            self.remote_state.update(pid=answer["pid"], pid_start=answer["start"])
+        else:
+            self.log.info(
+                "%s: the interrupted launch started nothing; it is barred from starting", self._log_name
+            )
+        return answer["pid"]
 
     async def _signal_until_gone(self, pid: int):
         target = {"pid": pid, "start": self.remote_state.get("pid_start")}
@@ -428,4 +494,9 @@ class CloudSSHSpawner(Spawner):
                 if not (await self._remote("status", target))["alive"]:
                     self.log.info("%s: remote process %s stopped (%s)", self._log_name, pid, signal_name)
                     return
+            if signal_name == "SIGTERM":
+                self.log.warning(
+                    "%s: remote process %s still running %gs after SIGTERM; sending SIGKILL",
+                    self._log_name, pid, wait,
+                )
         raise RuntimeError(f"process {pid} survived SIGKILL")

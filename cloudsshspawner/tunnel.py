@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 import asyncssh
 
 
+# what opening a listener raises when its port is taken (hub side: OSError; machine side: sshd
+# refuses, which asyncssh reports as ChannelListenError, not an asyncssh.Error)
+_BIND_ERRORS = (OSError, asyncssh.Error, asyncssh.ChannelListenError)
+
+
 class HostKeyError(Exception):
     """The machine's host key is not the one we trust; we refuse to talk to it."""
 
@@ -29,9 +34,11 @@ class SSHTarget:
     """Where and as whom to log in, and which host key to trust.
 
     Host-key trust, in order: ``host_key`` (a pinned OpenSSH public key line) if set; else the
-    ``known_hosts`` file; if neither knows the machine, the connection is refused unless
-    ``trust_on_first_use`` is true, in which case the key offered is accepted and reported in
-    :attr:`SSHTunnel.host_key` for the caller to pin.
+    ``known_hosts`` file. A key neither of them trusts is refused, with one exception: when
+    ``trust_on_first_use`` is true, no key is pinned and ``known_hosts`` has *no entry at all*
+    for the machine, the key offered is accepted and reported in :attr:`SSHTunnel.host_key`
+    for the caller to pin. A key that differs from a known_hosts entry is a changed key and is
+    refused whatever ``trust_on_first_use`` says.
     """
 
     host: str
@@ -54,18 +61,28 @@ class _Forward:
     dest_host: str
     dest_port: int
     listener: object = field(default=None, repr=False)
+    problem: str = ""  # why the last attempt to bind it failed
 
 
 class _HostKeyRecorder(asyncssh.SSHClient):
-    """Remembers a host key asyncssh could not match, and accepts it only for TOFU."""
+    """Sees every host key asyncssh could not match against the trusted keys.
 
-    def __init__(self, accept_unknown: bool):
+    asyncssh asks it about *any* untrusted key, including one that conflicts with a known_hosts
+    entry. It accepts a key only for trust-on-first-use (``accept_unknown``) and only when the
+    trusted keys have no entry for the machine; :attr:`changed` records a conflicting key.
+    """
+
+    def __init__(self, known_hosts, accept_unknown: bool):
+        self.known_hosts = known_hosts
         self.accept_unknown = accept_unknown
         self.offered = None
+        self.changed = False
 
     def validate_host_public_key(self, host, addr, port, key):
         self.offered = key
-        return self.accept_unknown
+        listed = asyncssh.match_known_hosts(self.known_hosts, host, addr, None if port == 22 else port)
+        self.changed = any(listed)
+        return self.accept_unknown and not self.changed
 
 
 def _set_nodelay(conn) -> None:
@@ -83,10 +100,17 @@ class SSHTunnel:
       ``OSError``/``asyncssh.Error`` (unreachable, authentication failed). After a successful
       connect, :attr:`host_key` is the verified key as an OpenSSH public key line.
     * :meth:`forward_local` / :meth:`forward_remote` add a forward and return its listening
-      port (``0`` picks a free one). Forwards are re-created on the same ports after every
-      reconnect; if a port was taken meanwhile, a new one is chosen and logged.
+      port. Port ``0`` picks a free one and raises if the forward cannot be opened. A forward
+      keeps its port for the life of the tunnel and never moves (the proxy route and the
+      notebook's API URL are built from it): after every reconnect it is re-bound on the same
+      port, and if that port is taken (also when a forward is added on a fixed port) it is
+      retried with backoff while the connection stays up for commands. :attr:`forward_problem`
+      says why a forward is missing; :meth:`wait_ready` waits until all are bound.
     * :meth:`run` runs a command over the current connection, waiting (bounded) for a
       reconnect if the connection is down.
+    * A connection that goes silent is declared dead by keepalives
+      ``keepalive_interval * (keepalive_count_max + 1)`` seconds after the last packet from the
+      machine at most; a connection that closes is noticed at once.
     * When the connection drops the tunnel reconnects by itself: first retry after
       ``reconnect_initial_delay``, doubling up to ``reconnect_max_delay``, forever until
       :meth:`close`, except that a changed host key stops it for good (:attr:`failure`).
@@ -116,10 +140,14 @@ class SSHTunnel:
         self.log = log or logging.getLogger(__name__)
         self.host_key = target.host_key or ""
         self.failure: Exception | None = None
+        self.forward_problem: str | None = None
         self.reconnects = 0
         self._conn = None
         self._forwards: list[_Forward] = []
         self._connected = asyncio.Event()
+        self._ready = asyncio.Event()  # connected and every forward bound
+        self._rebind = asyncio.Event()  # a forward needs binding: wake the supervisor
+        self._bind_lock = asyncio.Lock()
         self._closing = False
         self._supervisor = None
         self._client_keys = None
@@ -151,7 +179,9 @@ class SSHTunnel:
     async def _open_connection(self):
         await self._load_files()
         t = self.target
-        recorder = _HostKeyRecorder(accept_unknown=t.trust_on_first_use and not self.host_key)
+        recorder = _HostKeyRecorder(
+            self._known_hosts, accept_unknown=t.trust_on_first_use and not self.host_key
+        )
         try:
             conn = await asyncssh.connect(
                 t.host,
@@ -177,6 +207,10 @@ class SSHTunnel:
             )
             if self.host_key:
                 trusted = f"the pinned key {asyncssh.import_public_key(self.host_key).get_fingerprint()}"
+            elif recorder.changed:
+                trusted = f"the key the known_hosts file {t.known_hosts} lists for it: the key changed"
+                if t.trust_on_first_use:
+                    trusted += " (trust_on_first_use applies only to machines known_hosts has no entry for)"
             elif t.known_hosts:
                 trusted = f"the known_hosts file {t.known_hosts}"
             else:
@@ -202,45 +236,74 @@ class SSHTunnel:
             raise TunnelClosed(f"tunnel to {self.target} is closed")
         self._conn = await self._open_connection()
         self._connected.set()
+        self._ready.set()
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def _supervise(self):
-        while not self._closing:
-            conn = self._conn
-            await conn.wait_closed()
+        """Keep the forwards bound while the connection lives; reconnect when it drops."""
+        while True:
+            await self._keep_forwards(self._conn)
             if self._closing:
                 return
             self._connected.clear()
+            self._ready.clear()
+            for fwd in self._forwards:
+                fwd.listener = None  # closed with the connection
             self.log.warning("SSH connection to %s lost; reconnecting", self.target)
-            delay = self.reconnect_initial_delay
-            while not self._closing:
-                conn = None
-                try:
-                    conn = await self._open_connection()
-                    self._conn = conn
-                    await self._restore_forwards()
-                except HostKeyError as e:
-                    self.failure = e
-                    self.log.error("%s; not reconnecting", e)
-                    return
-                except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
-                    self.log.info("Reconnecting to %s failed (%s); retry in %.2fs", self.target, e, delay)
-                    if conn is not None:
-                        conn.close()
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.reconnect_max_delay)
-                    continue
-                self.reconnects += 1
-                self._connected.set()
-                self.log.info("SSH connection to %s re-established", self.target)
-                break
+            if not await self._reconnect():
+                return
+
+    async def _reconnect(self) -> bool:
+        """Open a new connection with backoff; False if closing or the host key changed."""
+        delay = self.reconnect_initial_delay
+        while not self._closing:
+            try:
+                self._conn = await self._open_connection()
+            except HostKeyError as e:
+                self.failure = e
+                self.log.error("%s; not reconnecting", e)
+                return False
+            except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+                self.log.info("Reconnecting to %s failed (%s); retry in %.2fs", self.target, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_delay)
+                continue
+            self.reconnects += 1
+            self._connected.set()
+            self.log.info("SSH connection to %s re-established", self.target)
+            return True
+        return False
+
+    async def _keep_forwards(self, conn):
+        """Until ``conn`` closes: bind every forward that has no listener, on its own port,
+        retrying with backoff while a port is taken."""
+        delay = self.reconnect_initial_delay
+        while not conn.is_closed() and not self._closing:
+            self._rebind.clear()
+            if await self._bind_missing(conn):
+                delay, timeout = self.reconnect_initial_delay, None
+            else:
+                timeout, delay = delay, min(delay * 2, self.reconnect_max_delay)
+            waiters = [asyncio.ensure_future(conn.wait_closed()), asyncio.ensure_future(self._rebind.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the connection to be up; return whether it is."""
+        return await self._wait(self._connected, timeout)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the connection to be up with every forward bound."""
+        return await self._wait(self._ready, timeout)
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> bool:
         if self.failure or self._closing:
             return False
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         return True
@@ -259,21 +322,38 @@ class SSHTunnel:
         return await conn.forward_remote_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port)
 
     async def _bind(self, conn, fwd: _Forward):
-        try:
-            fwd.listener = await self._listen(conn, fwd, fwd.listen_port)
-        except (OSError, asyncssh.Error) as e:
-            if not fwd.listen_port:
-                raise
-            self.log.error(
-                "%s forward port %s on %s is taken (%s); using a new port",
-                fwd.kind, fwd.listen_port, self.target, e,
-            )
-            fwd.listener = await self._listen(conn, fwd, 0)
+        fwd.listener = await self._listen(conn, fwd, fwd.listen_port)
         fwd.listen_port = fwd.listener.get_port()
 
-    async def _restore_forwards(self):
-        for fwd in self._forwards:
-            await self._bind(self._conn, fwd)
+    async def _bind_missing(self, conn) -> bool:
+        """Try once to bind each forward without a listener; True (and ready) if all are bound."""
+        async with self._bind_lock:
+            for fwd in self._forwards:
+                if fwd.listener is not None or conn.is_closed():
+                    continue
+                try:
+                    await self._bind(conn, fwd)
+                except _BIND_ERRORS as e:
+                    problem = (
+                        f"{fwd.kind} forward port {fwd.listen_port} "
+                        f"({'hub' if fwd.kind == 'local' else 'machine'} side of {self.target})"
+                        f" cannot be bound: {e}"
+                    )
+                    level = logging.DEBUG if problem == fwd.problem else logging.ERROR
+                    self.log.log(level, "%s; the port is kept, retrying", problem)
+                    fwd.problem = problem
+                else:
+                    if fwd.problem:
+                        self.log.info("%s forward port %s bound again", fwd.kind, fwd.listen_port)
+                    fwd.problem = ""
+            problems = [f.problem for f in self._forwards if f.listener is None and f.problem]
+            self.forward_problem = "; ".join(problems) or None
+            bound = all(f.listener is not None for f in self._forwards) and not conn.is_closed()
+            if bound:
+                self._ready.set()
+            else:
+                self._ready.clear()
+            return bound
 
     async def forward_local(self, listen_port: int, dest_port: int, dest_host="127.0.0.1") -> int:
         """Listen on the hub's 127.0.0.1:``listen_port``, connect to the machine's dest."""
@@ -285,8 +365,14 @@ class SSHTunnel:
 
     async def _add(self, fwd: _Forward) -> int:
         conn = await self._current(self.connect_timeout)
-        await self._bind(conn, fwd)
+        if not fwd.listen_port:
+            async with self._bind_lock:
+                await self._bind(conn, fwd)  # raises: nothing is kept
+                self._forwards.append(fwd)
+            return fwd.listen_port
         self._forwards.append(fwd)
+        if not await self._bind_missing(conn):
+            self._rebind.set()  # the supervisor retries it
         return fwd.listen_port
 
     def port_of(self, kind: str) -> int | None:
@@ -304,6 +390,7 @@ class SSHTunnel:
         """Close the forwards and the connection and stop reconnecting (idempotent)."""
         self._closing = True
         self._connected.clear()
+        self._ready.clear()
         if self._supervisor is not None:
             self._supervisor.cancel()
             try:

@@ -4,9 +4,11 @@ Each "machine" is an OpenSSH sshd on its own 127.0.0.N; the notebook runs there 
 user, started over SSH. The hub reaches it only through the SSH tunnel.
 """
 
+import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.procs import wait_until
-from tests.fixtures.sshd import make_client_key
+from tests.fixtures.sshd import _socket_inodes, make_client_key
 
 SINGLEUSER = "/opt/jupyterhub-multiplespawner/venv/bin/jupyterhub-singleuser"
+# JupyterHub's stand-in single-user server, for tests about spawn mechanics, not the notebook
+MOCKSU = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
 
 
 @dataclass
@@ -62,16 +66,27 @@ def user_processes(user: str) -> list[int]:
     return pids
 
 
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses with a TCP listener on ``port`` (IPv4 and IPv6)."""
-    found = set()
+def tcp_listeners() -> list[tuple[str, int, str]]:
+    """(local address in hex, port, socket inode) of every listening TCP socket, IPv4 and IPv6."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             addr, port_hex = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(port_hex, 16) == port:
-                found.add(addr)
+            if fields[3] == "0A":
+                found.append((addr, int(port_hex, 16), fields[9]))
     return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP listener on ``port``."""
+    return {addr for addr, p, _ in tcp_listeners() if p == port}
+
+
+def listening_ports_of(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on."""
+    inodes = _socket_inodes(pid)
+    return {p for _, p, inode in tcp_listeners() if inode in inodes}
 
 
 def port_open(port: int) -> bool:
@@ -164,6 +179,13 @@ def test_hub_restart_keeps_server_reachable_with_one_tunnel(machine, hub_factory
     assert len(machine.sshd.connections()) == 1
     assert "re-established from state" in hub.log_text()
 
+    # stopping after the restart works from state alone: the notebook and the tunnel are gone
+    hub.stop_server(machine.user)
+    wait_until(lambda: not user_processes(machine.user), timeout=15, message="notebook gone")
+    wait_until(lambda: not machine.sshd.connections(), timeout=10, message="tunnel closed")
+    assert not port_open(before["local_port"])
+    assert "stopped (SIGTERM)" in hub.log_text()
+
 
 def test_killed_ssh_connection_comes_back_within_10s(machine, hub_factory):
     hub = hub_factory(machine.config())
@@ -187,12 +209,12 @@ def test_killed_ssh_connection_comes_back_within_10s(machine, hub_factory):
     assert hub.server_model(machine.user)["ready"]
 
 
-@pytest.mark.parametrize("how", ["known_hosts", "pinned"])
+@pytest.mark.parametrize("how", ["known_hosts", "pinned", "known_hosts-changed-with-tofu"])
 def test_wrong_host_key_is_refused(machine, hub_factory, sshd_factory, tmp_path, how):
     impostor_key = sshd_factory().host_key  # any other machine's key
-    if how == "known_hosts":
+    if how.startswith("known_hosts"):
         (machine.known_hosts).write_text(f"[{machine.sshd.host}]:{machine.sshd.port} {impostor_key}\n")
-        extra = ""
+        extra = "c.CloudSSHSpawner.trust_on_first_use = True" if how.endswith("tofu") else ""
     else:
         extra = f"c.CloudSSHSpawner.host_key = {impostor_key!r}"
     hub = hub_factory(machine.config(extra))
@@ -202,8 +224,26 @@ def test_wrong_host_key_is_refused(machine, hub_factory, sshd_factory, tmp_path,
     wait_until(lambda: hub.server_model(machine.user) is None, timeout=30, message="spawn failed")
     assert "Refusing to connect" in hub.log_text()
     assert "does not match" in hub.log_text()
+    if how.endswith("tofu"):
+        assert "the key changed (trust_on_first_use applies only to machines" in hub.log_text()
+        assert "on first use" not in hub.log_text().replace("trust_on_first_use", "")
     assert not user_processes(machine.user)
     assert machine.sshd.connections() == []
+
+
+def test_trust_on_first_use_pins_an_unknown_machine_in_state(machine, hub_factory, sshd_factory):
+    # known_hosts lists another machine only: this one is unknown, so TOFU applies to it
+    machine.known_hosts.write_text(sshd_factory().known_hosts_line() + "\n")
+    hub = hub_factory(machine.config(
+        f"c.CloudSSHSpawner.trust_on_first_use = True\nc.Spawner.cmd = {MOCKSU!r}"
+    ))
+    hub.create_user(machine.user)
+    state = hub.spawn(machine.user)["state"]
+    assert state["host_key"] == machine.sshd.host_key
+    assert f"Trusting {machine.user}@{machine.sshd.host}:{machine.sshd.port} on first use" in hub.log_text()
+    assert hub.server_request(machine.user, "x").status_code == 200
+    hub.stop_server(machine.user)
+    wait_until(lambda: not user_processes(machine.user), timeout=15, message="server gone")
 
 
 def test_remote_process_killed_is_reported_by_poll(machine, hub_factory):
@@ -248,3 +288,93 @@ def test_unreachable_first_host_falls_back_to_next(machine, hub_factory, sshd_fa
     state = hub.spawn(machine.user)["state"]
     assert state["host"] == machine.sshd.host
     assert lab_answers(hub, machine.user)
+
+
+def test_progress_events_reach_the_hub_event_stream(machine, hub_factory):
+    """start()'s own events, as the spawn page receives them from the hub."""
+    hub = hub_factory(machine.config(
+        f"c.Spawner.cmd = {MOCKSU!r}\n"
+        "c.JupyterHub.tornado_settings = {'slow_spawn_timeout': 0}  # POST answers while pending"
+    ))
+    hub.create_user(machine.user)
+    r = hub.api("POST", f"/users/{machine.user}/server")
+    assert r.status_code == 202, r.text
+    events = []
+    with hub.api("GET", f"/users/{machine.user}/server/progress", stream=True, timeout=120) as stream:
+        assert stream.status_code == 200, stream.text
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("ready") or events[-1].get("failed"):
+                    break
+    messages = [e["message"] for e in events]
+    target = f"{machine.user}@{machine.sshd.host}:{machine.sshd.port}"
+    ours = [m for m in messages if m.split(" ")[0] in ("Connecting", "Tunnel", "Starting", "Waiting")]
+    assert [m.split(" ")[0] for m in ours] == ["Connecting", "Tunnel", "Starting", "Waiting"], messages
+    assert ours[0] == f"Connecting to {target}"
+    assert ours[1].startswith("Tunnel up: hub 127.0.0.1:") and f"{machine.sshd.host} 127.0.0.1:" in ours[1]
+    assert events[-1].get("ready"), messages
+    progress = [e["progress"] for e in events]
+    assert progress == sorted(progress)
+
+
+def test_stop_kills_a_process_that_ignores_sigterm(machine, hub_factory):
+    """SIGTERM first; a process still there term_timeout later gets SIGKILL; nothing is left."""
+    ignores_term = ["/bin/sh", "-c", 'trap "" TERM; exec "$0" "$@"', *MOCKSU]
+    hub = hub_factory(machine.config(
+        f"c.Spawner.cmd = {ignores_term!r}\nc.CloudSSHSpawner.term_timeout = 3"
+    ))
+    hub.create_user(machine.user)
+    state = hub.spawn(machine.user)["state"]
+    status = Path(f"/proc/{state['pid']}/status").read_text()
+    ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+    assert ignored & (1 << (signal.SIGTERM - 1)), "the test's server must ignore SIGTERM"
+
+    started = time.monotonic()
+    hub.stop_server(machine.user)
+    took = time.monotonic() - started
+    assert took >= 3, f"stopped after {took:.1f}s, before the grace period was over"
+    log = hub.log_text()
+    assert f"remote process {state['pid']} still running 3s after SIGTERM; sending SIGKILL" in log
+    assert f"remote process {state['pid']} stopped (SIGKILL)" in log
+    # (the sshd session of the closed tunnel runs as the user too, and exits a moment later)
+    wait_until(lambda: not user_processes(machine.user), timeout=10, message="nothing left")
+    wait_until(lambda: not machine.sshd.connections(), timeout=10, message="tunnel closed")
+    assert not port_open(state["local_port"])
+
+
+# The launcher, except that the answer of "launch" is held back until the hub hangs up: the
+# process is started, but the hub never learns its pid (a stalled link, or a start timeout).
+HELD_LAUNCH = """#!/bin/sh
+/usr/bin/python3 "$@"
+rc=$?
+if [ "$3" = launch ]; then
+    touch "$HOME/.launched"
+    while echo held >&2; do sleep 0.5; done  # until the channel is gone
+fi
+exit $rc
+"""
+
+
+def test_start_cancelled_mid_launch_leaves_nothing(machine, hub_factory):
+    wrapper = Path(f"/home/{machine.user}/held-launch")
+    wrapper.write_text(HELD_LAUNCH)
+    wrapper.chmod(0o755)
+    hub = hub_factory(machine.config(
+        f"c.Spawner.cmd = {MOCKSU!r}\n"
+        f"c.CloudSSHSpawner.remote_python = {str(wrapper)!r}\n"
+        "c.Spawner.start_timeout = 10"
+    ))
+    hub.create_user(machine.user)
+    hub_ports = listening_ports_of(hub.process.pid)
+    hub.api("POST", f"/users/{machine.user}/server")
+    wait_until(lambda: hub.server_model(machine.user) is None, timeout=60, message="start timed out")
+    assert Path(f"/home/{machine.user}/.launched").exists(), "the launch did not run before the timeout"
+    log = hub.log_text()
+    assert "failed to start in 10 seconds" in log
+    assert "the interrupted launch had started remote process" in log
+    r = hub.api("DELETE", f"/users/{machine.user}/server")
+    assert r.status_code in (204, 400, 404)
+    wait_until(lambda: not user_processes(machine.user), timeout=15, message="no remote process left")
+    wait_until(lambda: not machine.sshd.connections(), timeout=10, message="no SSH connection left")
+    assert listening_ports_of(hub.process.pid) == hub_ports  # no forward listener left in the hub

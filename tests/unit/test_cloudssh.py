@@ -14,7 +14,7 @@ import pytest
 from traitlets import TraitError
 
 from cloudsshspawner import CloudSSHSpawner, remote
-from cloudsshspawner.spawner import parse_host
+from cloudsshspawner.spawner import check_loopback_args, parse_host
 
 
 # -- host parsing ---------------------------------------------------------------------------
@@ -34,14 +34,24 @@ def test_parse_host(entry, expected):
 
 
 # -- the launcher, run here with the local interpreter instead of over SSH --------------------
-def run_action(action: str, payload: dict, python=sys.executable) -> dict:
-    cmd = remote.command(python, action)
-    out = subprocess.run(
-        ["/bin/sh", "-c", cmd], input=remote.request(payload), capture_output=True, text=True,
-        timeout=30,
+def run_raw(action: str, payload: dict, python=sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["/bin/sh", "-c", remote.command(python, action)], input=remote.request(payload),
+        capture_output=True, text=True, timeout=30,
     )
+
+
+def run_action(action: str, payload: dict, python=sys.executable) -> dict:
+    out = run_raw(action, payload, python)
     assert out.returncode == 0, out.stderr
     return remote.parse(action, out.stdout)
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def test_command_quotes_interpreter_and_source():
@@ -61,10 +71,12 @@ def test_port_action_returns_a_free_loopback_port():
 def test_launch_status_signal_keep_secrets_off_argv(tmp_path):
     secret = "s3cr3t-token-value"
     log = tmp_path / "logs" / "nb.log"
+    record = tmp_path / "logs" / "nb.log.launch"
     launched = run_action(
         "launch",
         {"argv": [sys.executable, "-c", "import os,time; print(os.environ['JUPYTERHUB_API_TOKEN'][:2]); time.sleep(60)"],
-         "env": {"JUPYTERHUB_API_TOKEN": secret}, "log": str(log), "cwd": str(tmp_path)},
+         "env": {"JUPYTERHUB_API_TOKEN": secret}, "log": str(log), "cwd": str(tmp_path),
+         "record": str(record), "launch_id": "l1"},
     )
     pid = launched["pid"]
     try:
@@ -73,6 +85,7 @@ def test_launch_status_signal_keep_secrets_off_argv(tmp_path):
         assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
         assert secret.encode() in Path(f"/proc/{pid}/environ").read_bytes()
         assert log.stat().st_mode & 0o777 == 0o600 and log.parent.stat().st_mode & 0o777 == 0o700
+        assert record.stat().st_mode & 0o777 == 0o600 and secret not in record.read_text()
         target = {"pid": pid, "start": launched["start"]}
         assert run_action("status", target) == {"alive": True}
         # a recycled PID (other start time) is not our process: never signalled
@@ -86,19 +99,65 @@ def test_launch_status_signal_keep_secrets_off_argv(tmp_path):
             time.sleep(0.1)
         assert log.read_text().strip() == "s3"
     finally:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(pid)
 
 
 def test_launch_of_missing_command_fails_with_message(tmp_path):
-    out = subprocess.run(
-        ["/bin/sh", "-c", remote.command(sys.executable, "launch")],
-        input=json.dumps({"argv": ["/nonexistent/x"], "env": {"T": "secret"}, "log": str(tmp_path / "l")}),
-        capture_output=True, text=True, timeout=30,
+    out = run_raw(
+        "launch",
+        {"argv": ["/nonexistent/x"], "env": {"T": "secret"}, "log": str(tmp_path / "l"),
+         "record": str(tmp_path / "l.launch"), "launch_id": "l1"},
     )
     assert out.returncode != 0 and "/nonexistent/x" in out.stderr and "secret" not in out.stderr
+
+
+def _launch_request(tmp_path, launch_id):
+    return {"argv": ["/bin/sleep", "60"], "env": {}, "log": str(tmp_path / "nb.log"),
+            "record": str(tmp_path / "nb.log.launch"), "launch_id": launch_id}
+
+
+def test_claim_finds_the_process_a_lost_launch_started(tmp_path):
+    launched = run_action("launch", _launch_request(tmp_path, "lost"))
+    try:
+        claim = {"record": str(tmp_path / "nb.log.launch"), "launch_id": "lost"}
+        assert run_action("claim", claim) == {"pid": launched["pid"], "start": launched["start"]}
+        assert run_action("status", launched) == {"alive": True}
+    finally:
+        kill_group(launched["pid"])
+
+
+def test_claim_before_the_launch_arrives_stops_it_from_starting(tmp_path):
+    claim = {"record": str(tmp_path / "nb.log.launch"), "launch_id": "late"}
+    assert run_action("claim", claim) == {"pid": None}
+    out = run_raw("launch", _launch_request(tmp_path, "late"))
+    assert out.returncode != 0 and "cancelled before it started" in out.stderr
+    assert not (tmp_path / "nb.log").exists()  # it stopped before opening anything
+    # the next launch of the same server is not affected
+    launched = run_action("launch", _launch_request(tmp_path, "next"))
+    kill_group(launched["pid"])
+
+
+def test_launch_waits_for_a_claim_holding_the_record(tmp_path):
+    """The two actions exclude each other: a launch arriving mid-claim runs after it."""
+    import fcntl
+
+    record = tmp_path / "nb.log.launch"
+    record.write_text(json.dumps({"cancelled": "held"}))
+    with open(record) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # as a claim in progress would
+        launch = subprocess.Popen(
+            ["/bin/sh", "-c", remote.command(sys.executable, "launch")], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        launch.stdin.write(remote.request(_launch_request(tmp_path, "held")))
+        launch.stdin.close()
+        time.sleep(1)
+        assert launch.poll() is None  # blocked on the lock, nothing started yet
+        assert not (tmp_path / "nb.log").exists()
+    assert launch.wait(timeout=30) != 0
+    assert "cancelled before it started" in launch.stderr.read()
+    launch.stdout.close()
+    launch.stderr.close()
 
 
 def test_status_of_a_gone_pid():
@@ -177,23 +236,24 @@ def test_start_without_hosts_or_key_explains(config, message):
     assert spawner.get_state().get("pid") is None
 
 
-def test_progress_streams_events_until_start_is_done():
-    spawner = make_spawner()
+@pytest.mark.parametrize(
+    "args",
+    [["--ip=0.0.0.0"], ["--ip", "0.0.0.0"], ["--ServerApp.ip=::"], ["--NotebookApp.ip=*"],
+     ["--debug", "--SingleUserNotebookApp.ip=10.0.0.5"], ["--ip"]],
+)
+def test_args_that_move_the_notebook_off_loopback_are_refused(args):
+    # refused before any connection is tried (remote_hosts is empty: that would be the next error)
+    spawner = make_spawner(args=args)
+    with pytest.raises(ValueError, match="must listen on 127.0.0.1 only"):
+        asyncio.run(spawner.start())
 
-    async def scenario():
-        events = []
 
-        async def consume():
-            async for event in spawner.progress():
-                events.append(event["message"])
-
-        consumer = asyncio.create_task(consume())
-        spawner._progress(10, "Connecting")
-        await asyncio.sleep(0.05)
-        spawner._progress(40, "Tunnel up")
-        spawner._events_done = True
-        spawner._events_changed.set()
-        await asyncio.wait_for(consumer, 5)
-        return events
-
-    assert asyncio.run(scenario()) == ["Connecting", "Tunnel up"]
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--ip=127.0.0.1"], ["--ip", "127.0.0.1"], ["--ServerApp.ip='127.0.0.1'"],
+     ["--iopub_data_rate_limit=1e10", "--ipykernel-option=x"]],
+)
+def test_loopback_or_unrelated_args_are_accepted(args):
+    check_loopback_args(args)
+    with pytest.raises(RuntimeError, match="remote_hosts is empty"):
+        asyncio.run(make_spawner(args=args).start())
