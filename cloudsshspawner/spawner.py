@@ -417,19 +417,31 @@ class CloudSSHSpawner(Spawner):
         """
         if not self.remote_state.get("pid"):
             return 0
-        try:
-            tunnel = await self._ensure_tunnel()
-            if not await tunnel.wait_connected(self.poll_reconnect_timeout):
-                raise TunnelClosed(f"SSH tunnel to {tunnel.target} is down")
-            answer = await self._remote(
-                "status", {"pid": self.remote_state["pid"], "start": self.remote_state.get("pid_start")},
-                timeout=self.poll_reconnect_timeout + self.connect_timeout,
-            )
-        except (OSError, asyncssh.Error, asyncio.TimeoutError, RuntimeError, HostKeyError, TunnelClosed) as e:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_reconnect_timeout
+        while True:
+            try:
+                tunnel = await self._ensure_tunnel()
+                if not await tunnel.wait_connected(max(deadline - loop.time(), 0)):
+                    raise TunnelClosed(f"SSH tunnel to {tunnel.target} is down")
+                answer = await self._remote(
+                    "status", {"pid": self.remote_state["pid"], "start": self.remote_state.get("pid_start")},
+                    timeout=self.poll_reconnect_timeout + self.connect_timeout,
+                )
+                break
+            except (OSError, asyncssh.Error, asyncio.TimeoutError, RuntimeError, ValueError, TunnelClosed) as e:
+                # A connection that dropped just now fails the status command before the
+                # tunnel notices; it reconnects by itself, so ask again until the deadline.
+                if loop.time() < deadline:
+                    await asyncio.sleep(min(0.5, max(deadline - loop.time(), 0)))
+                    continue
+                error = e
+            except HostKeyError as e:
+                error = e
             self.log.error(
                 "%s: cannot reach remote process %s on %s (%s); reporting it stopped, it may"
                 " still be running there", self._log_name, self.remote_state["pid"],
-                self.remote_state.get("host"), e,
+                self.remote_state.get("host"), error,
             )
             await self._close_tunnel()
             return 1

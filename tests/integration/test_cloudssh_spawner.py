@@ -194,6 +194,10 @@ def test_killed_ssh_connection_comes_back_within_10s(machine, hub_factory):
     [before] = machine.sshd.connections()
     killed_at = time.monotonic()
     assert machine.sshd.kill_connection() == 1
+    # a start request polls the running server at once, inside the reconnect window: the
+    # server is still running, so the hub refuses to start a second one
+    again = hub.api("POST", f"/users/{machine.user}/server")
+    assert again.status_code == 400 and "already running" in again.text, (again.status_code, again.text)
 
     def answers():
         try:

@@ -257,3 +257,46 @@ def test_loopback_or_unrelated_args_are_accepted(args):
     check_loopback_args(args)
     with pytest.raises(RuntimeError, match="remote_hosts is empty"):
         asyncio.run(make_spawner(args=args).start())
+
+
+class _DroppingTunnel:
+    """A tunnel whose first ``failures`` status commands die with their connection (exit
+    status None, no output), as when sshd's side drops while the command is on its way."""
+
+    target = "alice@10.0.0.5:22"
+    failure = None
+    forward_problem = None
+
+    def __init__(self, failures: int, connected: bool = True):
+        self.failures, self.connected, self.runs = failures, connected, 0
+
+    async def wait_connected(self, timeout):
+        return self.connected
+
+    async def run(self, command, stdin, timeout):
+        self.runs += 1
+        if self.runs <= self.failures:
+            return SimpleNamespace(exit_status=None, stdout="", stderr="")
+        return SimpleNamespace(exit_status=0, stdout=json.dumps({"alive": True}) + "\n", stderr="")
+
+    async def close(self):
+        self.connected = False
+
+
+def _polled(tunnel, **config):
+    spawner = make_spawner(**config)
+    spawner.load_state({"host": "10.0.0.5", "ssh_port": 22, "host_key": "ssh-ed25519 AAAA", "pid": 42})
+    spawner._tunnel = tunnel
+    return asyncio.run(spawner.poll())
+
+
+def test_poll_asks_again_when_the_connection_drops_under_the_status_command():
+    tunnel = _DroppingTunnel(failures=2)
+    assert _polled(tunnel, poll_reconnect_timeout=5) is None
+    assert tunnel.runs == 3
+
+
+def test_poll_reports_gone_once_the_reconnect_window_is_over():
+    tunnel = _DroppingTunnel(failures=1000)
+    assert _polled(tunnel, poll_reconnect_timeout=1) == 1
+    assert 2 <= tunnel.runs <= 4  # asked every 0.5 s until the deadline, then gave up
