@@ -157,11 +157,16 @@ class Template:
 
     @cached_property
     def lifetime(self) -> Bound | None:
-        """Session length in minutes (min is 0: any shorter session is fine), or None."""
+        """Session length in minutes, or None.
+
+        ``max`` defaults to the default; ``min`` to 1 minute, or the default if that is shorter
+        (shorter sessions than the default are fine unless the template sets ``min``).
+        """
         spec = self.spec.get("lifetime_minutes")
         if not spec:
             return None
-        return Bound(spec["default"], 0, spec.get("max", spec["default"]))
+        default = spec["default"]
+        return Bound(default, spec.get("min", min(1, default)), spec.get("max", default))
 
     def allows(self, user_name: str, groups: Iterable[str], admin: bool) -> bool:
         """May this user spawn this template (ignoring ``enabled`` and prerequisites)?

@@ -3,7 +3,8 @@
 The spawn form and the REST API share :func:`resolve_choice`: whatever comes in, the result
 is either a :class:`Choice` that names an enabled template this user may use, a provider of
 it, and resources and a session length within the template's bounds, or a
-:class:`tornado.web.HTTPError` 400 with a message that says what to change.
+:class:`~multiplespawner.errors.SpawnError` 400 (a JupyterHub ``SpawnException``, which is a
+``tornado.web.HTTPError``) with a message that says what to change.
 
 ``user_options`` keys (all optional except where a choice is ambiguous):
 
@@ -23,18 +24,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from tornado.web import HTTPError
-
-from .catalogue import Catalogue, Template
+from .catalogue import Bound, Catalogue, Template
+from .errors import refused
 
 RESOURCE_KEYS = ("cpu", "memory_mb", "gpus")
 INTEGER_KEYS = ("memory_mb", "gpus")
 OPTION_KEYS = ("template", "provider", *RESOURCE_KEYS, "lifetime_minutes")
-
-
-def bad_request(message: str) -> HTTPError:
-    """A 400 whose message the hub shows on the form or returns from the REST API."""
-    return HTTPError(400, message)
 
 
 @dataclass(frozen=True)
@@ -61,19 +56,33 @@ def _number(key: str, value: Any, template: Template) -> float:
     if isinstance(value, list) and len(value) == 1:  # raw form data
         value = value[0]
     if isinstance(value, bool):
-        raise bad_request(f"{key} must be a number, not {value!r}")
+        raise refused(f"{key} must be a number, not {value!r}")
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise bad_request(f"{key} must be a number, not {value!r}") from None
+            raise refused(f"{key} must be a number, not {value!r}") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise bad_request(f"{key} must be a number, not {value!r}")
+        raise refused(f"{key} must be a number, not {value!r}")
     if key in INTEGER_KEYS:
         if value != int(value):
-            raise bad_request(f"{key} must be a whole number, not {value!r}")
+            raise refused(f"{key} must be a whole number, not {value!r}")
         return int(value)
     return int(value) if float(value).is_integer() else float(value)
+
+
+def _within(key: str, raw: Any, bound: Bound, template: Template) -> float:
+    """The value asked for (the default if none), refused unless ``bound.min <= value <= bound.max``.
+
+    The spawn form's number inputs carry the same ``min``/``max`` (see ``form.py``).
+    """
+    value = bound.default if raw in (None, "", [""]) else _number(key, raw, template)
+    if not bound.min <= value <= bound.max:
+        raise refused(
+            f"{key} {_fmt(value)} is outside {_fmt(bound.min)}..{_fmt(bound.max)} "
+            f"allowed by template {template.name!r}."
+        )
+    return value
 
 
 def _fmt(x: float) -> str:
@@ -92,14 +101,14 @@ def resolve_choice(
     """Check ``user_options`` for this user against ``catalogue``; return the :class:`Choice`.
 
     ``unavailable`` maps template names whose prerequisites are missing to the reason.
-    Raises ``HTTPError(400)`` naming the problem: unknown option key, unknown, disabled,
+    Raises a 400 :class:`~multiplespawner.errors.SpawnError` naming the problem: unknown option key, unknown, disabled,
     forbidden or unavailable template, unknown provider, resource or lifetime out of bounds.
     """
     options = dict(user_options or {})
     unavailable = unavailable or {}
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
-        raise bad_request(
+        raise refused(
             f"Unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_KEYS)}"
         )
     groups = list(groups)
@@ -108,57 +117,37 @@ def resolve_choice(
     if name is None:
         usable = [t for t in catalogue.usable_by(user_name, groups, admin) if t.name not in unavailable]
         if not usable:
-            raise bad_request("There is no template you may use; ask the hub's administrators.")
+            raise refused("There is no template you may use; ask the hub's administrators.")
         template = usable[0]
     else:
         if not isinstance(name, str):
-            raise bad_request(f"template must be a template name, not {name!r}")
+            raise refused(f"template must be a template name, not {name!r}")
         template = catalogue.templates.get(name)
         if template is None:
-            raise bad_request(f"There is no template named {name!r}.")
+            raise refused(f"There is no template named {name!r}.")
         if not template.enabled:
-            raise bad_request(f"Template {name!r} is disabled.")
+            raise refused(f"Template {name!r} is disabled.")
         if not template.allows(user_name, groups, admin):
-            raise bad_request(f"You may not use template {name!r}.")
+            raise refused(f"You may not use template {name!r}.")
         if name in unavailable:
-            raise bad_request(f"Template {name!r} is not available right now: {unavailable[name]}")
+            raise refused(f"Template {name!r} is not available right now: {unavailable[name]}")
 
     provider = options.get("provider", template.providers[0])
     if provider not in template.providers:
-        raise bad_request(
+        raise refused(
             f"Template {template.name!r} does not run on provider {provider!r}; "
             f"choose one of {', '.join(template.providers)}."
         )
     deployment = catalogue.deployment(template, provider)
 
-    resources: dict[str, float] = {}
-    for key in RESOURCE_KEYS:
-        bound = template.resources.get(key)
-        if bound is None:
-            if options.get(key) not in (None, ""):
-                raise bad_request(f"Template {template.name!r} has no {key} choice.")
-            continue
+    chosen: dict[str, float] = {}
+    for key in (*RESOURCE_KEYS, "lifetime_minutes"):
+        bound = template.lifetime if key == "lifetime_minutes" else template.resources.get(key)
         raw = options.get(key)
-        value = bound.default if raw in (None, "", [""]) else _number(key, raw, template)
-        if not bound.min <= value <= bound.max:
-            raise bad_request(
-                f"{key} {_fmt(value)} is outside {_fmt(bound.min)}..{_fmt(bound.max)} "
-                f"allowed by template {template.name!r}."
-            )
-        resources[key] = value
-
-    lifetime = None
-    if template.lifetime is not None:
-        raw = options.get("lifetime_minutes")
-        lifetime = template.lifetime.default if raw in (None, "", [""]) else _number(
-            "lifetime_minutes", raw, template
-        )
-        if not 0 < lifetime <= template.lifetime.max:
-            raise bad_request(
-                f"lifetime_minutes {_fmt(lifetime)} must be more than 0 and at most "
-                f"{_fmt(template.lifetime.max)} for template {template.name!r}."
-            )
-    elif options.get("lifetime_minutes") not in (None, ""):
-        raise bad_request(f"Template {template.name!r} has no session length choice.")
-
-    return Choice(template, provider, deployment, resources, lifetime)
+        if bound is not None:
+            chosen[key] = _within(key, raw, bound, template)
+        elif raw not in (None, ""):
+            what = "session length" if key == "lifetime_minutes" else key
+            raise refused(f"Template {template.name!r} has no {what} choice.")
+    lifetime = chosen.pop("lifetime_minutes", None)
+    return Choice(template, provider, deployment, chosen, lifetime)

@@ -5,7 +5,9 @@
 listed. Each template has its own fieldset of resource inputs named ``<template>.<key>``;
 a few lines of script show the fieldset of the selected template and filter templates by the
 chosen provider and resource type. Without script every field is shown and the server still
-checks everything. :func:`options_from_form` turns the posted fields into ``user_options``.
+checks everything, against the same bounds the inputs' ``min``/``max`` carry (the template's).
+The last choice of the server preselects its provider, resource type, template and values.
+:func:`options_from_form` turns the posted fields into ``user_options``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .catalogue import Template
+from .catalogue import Bound, Template
 from .choices import RESOURCE_KEYS
 
 _LABELS = {
@@ -81,31 +83,27 @@ def _select(id_: str, name: str, label: str, values: list[tuple[str, str]], sele
     )
 
 
+def _number_input(t: Template, key: str, label: str, bound: Bound, value, step: str) -> str:
+    """One number input whose ``min``/``max`` are the bounds the server checks (choices.py)."""
+    field_id = f"{escape(t.name)}-{key}"
+    return (
+        f'<div class="col-sm-4"><label class="form-label" for="{field_id}">{label} '
+        f'<small class="text-muted">({_fmt(bound.min)}&ndash;{_fmt(bound.max)})</small></label>'
+        f'<input class="form-control" type="number" id="{field_id}" '
+        f'name="{escape(t.name)}.{key}" value="{escape(_fmt(value))}" min="{_fmt(bound.min)}" '
+        f'max="{_fmt(bound.max)}" step="{step}"></div>'
+    )
+
+
 def _template_fields(t: Template, last: dict) -> str:
     rows = []
     same = last.get("template") == t.name
-    for key in RESOURCE_KEYS:
-        bound = t.resources.get(key)
-        if bound is None:
-            continue
-        label, step = _LABELS[key]
-        value = last.get(key, bound.default) if same else bound.default
-        rows.append(
-            f'<div class="col-sm-4"><label class="form-label" for="{escape(t.name)}-{key}">{label} '
-            f'<small class="text-muted">({_fmt(bound.min)}&ndash;{_fmt(bound.max)})</small></label>'
-            f'<input class="form-control" type="number" id="{escape(t.name)}-{key}" '
-            f'name="{escape(t.name)}.{key}" value="{escape(_fmt(value))}" min="{_fmt(bound.min)}" '
-            f'max="{_fmt(bound.max)}" step="{step}"></div>'
-        )
-    if t.lifetime is not None:
-        value = last.get("lifetime_minutes", t.lifetime.default) if same else t.lifetime.default
-        rows.append(
-            f'<div class="col-sm-4"><label class="form-label" for="{escape(t.name)}-lifetime">'
-            f'Session length (minutes) <small class="text-muted">(at most {_fmt(t.lifetime.max)})'
-            f'</small></label><input class="form-control" type="number" id="{escape(t.name)}-lifetime" '
-            f'name="{escape(t.name)}.lifetime_minutes" value="{escape(_fmt(value))}" min="1" '
-            f'max="{_fmt(t.lifetime.max)}" step="any"></div>'
-        )
+    fields = [(key, *_LABELS[key], t.resources.get(key)) for key in RESOURCE_KEYS]
+    fields.append(("lifetime_minutes", "Session length (minutes)", "any", t.lifetime))
+    for key, label, step, bound in fields:
+        if bound is not None:
+            value = last.get(key, bound.default) if same else bound.default
+            rows.append(_number_input(t, key, label, bound, value, step))
     if not rows:
         return ""
     return (
@@ -147,11 +145,14 @@ def render_form(
     providers = sorted({p for t in templates for p in t.providers})
     rtypes = [r for r in _RESOURCE_TYPE_LABELS if any(t.resource_type == r for t in templates)]
     parts.append('<div class="row"><div class="col-sm-6">')
+    # the last choice preselects its provider and resource type too (if still usable)
+    last_template = next((t for t in available if t.name == last.get("template")), None)
     parts.append(_select("ms-provider", "provider", "Provider", [(p, p) for p in providers],
-                         last.get("provider", "") if chosen == last.get("template") else ""))
+                         last.get("provider", "") if last_template else ""))
     parts.append('</div><div class="col-sm-6">')
     parts.append(_select("ms-resource-type", "resource_type", "Resource type",
-                         [(r, _RESOURCE_TYPE_LABELS[r]) for r in rtypes], ""))
+                         [(r, _RESOURCE_TYPE_LABELS[r]) for r in rtypes],
+                         last_template.resource_type if last_template else ""))
     parts.append('</div></div><div class="mb-3"><span class="form-label d-block">Template</span>')
     for t in templates:
         reason = unavailable.get(t.name)

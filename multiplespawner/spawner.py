@@ -6,9 +6,12 @@ The life of one server:
    session length. :meth:`MultipleSpawner.prepare` (run first in ``run_pre_spawn_hook``, i.e.
    before the operator's ``pre_spawn_hook`` and before anything is started) checks them against
    the current catalogue and refuses bad ones with a 400. It then builds the child spawner
-   from the template and adopts the child's ``start_timeout``/``http_timeout``.
+   from the template: config < ``group_overrides`` < the template's ``spawner.kwargs`` < the
+   chosen resources. The child's ``start_timeout``/``http_timeout`` are the ones that count.
 2. :meth:`start` hands the environment (including what ``pre_spawn_hook`` added) to the child
-   and starts it; the session deadline is set when the child is up.
+   and starts it within the child's ``start_timeout``; a failure or timeout becomes a
+   ``SpawnException`` naming the step and the reason. The session deadline is set when the
+   child is up.
 3. ``poll``/``stop``/``progress``/``delete_forever`` are forwarded to the child. ``poll`` and a
    timer stop the server when its session runs out.
 4. State (JSON) records the template and catalogue version, the child's class and resolved
@@ -19,12 +22,13 @@ The life of one server:
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from importlib.metadata import entry_points
 
 from jupyterhub.spawner import SpawnException, Spawner
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default
 from traitlets.utils.importstring import import_item
 
@@ -36,12 +40,18 @@ from .catalogue import (
     shared_source,
 )
 from .choices import Choice, resolve_choice
+from .errors import failed, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
 from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
+
+#: Seconds the hub's own ``start_timeout`` for a server exceeds the child's. MultipleSpawner
+#: enforces the child's limit itself (its error names the step and the limit; the hub's says
+#: nothing), so the hub's limit is only a backstop that must not fire first.
+HUB_TIMEOUT_MARGIN = 10.0
 
 #: Attributes the hub gives a spawner at construction that the child needs too.
 _PLUMBING = (
@@ -190,7 +200,7 @@ class MultipleSpawner(Spawner):
             catalogue = await self.catalogue_source.get()
         except CatalogueError as e:
             self.log.error("No usable template catalogue for %s:\n%s", self._log_name, e)
-            raise _spawn_error(
+            raise failed(
                 "The template catalogue cannot be read; the hub's administrators have been told.",
                 "catalogue_error",
             ) from e
@@ -240,16 +250,20 @@ class MultipleSpawner(Spawner):
         choice therefore stops the spawn before the operator's hook (e.g. an LDAP account
         being created) or anything else runs.
         """
-        await self.prepare(self.user_options)
+        try:
+            await self.prepare(self.user_options)
+        except SpawnException as e:
+            raise user_facing(e)
         await maybe_future(super().run_pre_spawn_hook())
 
     async def prepare(self, user_options: dict | None) -> None:
         """Check the choice and build the child spawner; nothing is started yet.
 
-        An invalid choice raises ``HTTPError(400)``: the REST API answers 400, the spawn page
-        shows the form again with the message.
+        An invalid choice raises a 400 ``SpawnException`` (see errors.py): the REST API answers
+        400 with the message, the spawn page shows the form again with it.
         """
         self._events = []
+        self._child_start_begun = False
         choice = await self.resolve(user_options)
         t = choice.template
         values = self._placeholder_values(choice)
@@ -257,7 +271,7 @@ class MultipleSpawner(Spawner):
             cls = spawner_class_for(t.spawner_class)
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
-            raise _spawn_error(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
+            raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
         kwargs = resolve_placeholders(t.spawner_kwargs, values)
         kwargs.update(_resource_kwargs(cls, choice))
         self.choice = choice
@@ -271,8 +285,9 @@ class MultipleSpawner(Spawner):
             "lifetime_minutes": choice.lifetime_minutes,
         }
         self.child = self._build_child(cls, kwargs)
-        self.start_timeout = self.child.start_timeout
-        self.http_timeout = self.child.http_timeout
+        applied = await self._apply_group_overrides_to_child(protected=set(kwargs))
+        self._record["child_kwargs"] = {**applied, **kwargs}
+        self._adopt_child_timeouts()
         self.machine = lease_for(self, self._orchestrator, t.spec, choice.deployment, choice.resources, values)
         if self.machine is not None:
             self.machine.check(cls)
@@ -282,6 +297,53 @@ class MultipleSpawner(Spawner):
             else:
                 self.start_timeout += self._orchestrator.setup_timeout
         self._event(10, f"Template {t.display_name} (catalogue version {t.version}) on {choice.provider}")
+
+    def _adopt_child_timeouts(self) -> None:
+        """The hub waits as long as the child allows (plus the margin, plus machine setup)."""
+        self.start_timeout = self.child.start_timeout + HUB_TIMEOUT_MARGIN
+        self.http_timeout = self.child.http_timeout
+
+    async def _apply_group_overrides_to_child(self, protected: set[str]) -> dict:
+        """Apply ``group_overrides`` for the user's groups to the child; return what to record.
+
+        JupyterHub applies them to MultipleSpawner itself before ``prepare``; the child gets
+        them here, in the same order and with the same rules (callables are called with the
+        child, dicts merge), for the child's traits that the template's ``spawner.kwargs`` and
+        the chosen resources (``protected``) do not set: those win, as user options win over
+        group overrides in JupyterHub. The applied values (except ``environment``, which start
+        hands over anyway and which may hold secrets) are returned for the state record, so
+        the same child is rebuilt after a restart.
+        """
+        overrides = self.group_overrides
+        if callable(overrides):
+            overrides = await maybe_future(overrides(self))
+        groups = {g.name for g in self.user.groups}
+        applied = {}
+        for key in sorted(overrides or {}):
+            override = overrides[key]
+            if not groups & set(override["groups"]):
+                continue
+            for trait, value in override["spawner_override"].items():
+                if trait in protected or not self.child.has_trait(trait):
+                    continue
+                if callable(value):
+                    value = value(self.child)
+                current = getattr(self.child, trait)
+                if isinstance(value, dict) and isinstance(current, dict):
+                    recursive_update(current, value)
+                else:
+                    setattr(self.child, trait, value)
+                self.log.info("%s: group override %s sets %s of the child", self._log_name, key, trait)
+                if trait != "environment":
+                    applied[trait] = getattr(self.child, trait)
+        for trait, value in list(applied.items()):
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                self.log.warning("%s: group override of %s is not JSON; a rebuilt child (after a "
+                                 "hub restart) takes it from the configuration", self._log_name, trait)
+                del applied[trait]
+        return applied
 
     @property
     def _orchestrator(self) -> MachineOrchestrator:
@@ -328,28 +390,43 @@ class MultipleSpawner(Spawner):
         self._events_changed.set()
 
     async def progress(self):
-        """Our own phase events as they happen, then the child's progress events."""
+        """Our own phase events as they happen; once the child's start began, the child's events.
+
+        The child's progress generator is forwarded whenever its start has begun and the spawn
+        is still pending, also if its ``start`` already returned (the hub then still waits for
+        the server to answer): a reader that connects late gets the child's events too.
+        """
         sent = 0
         while True:
             while sent < len(self._events):
                 yield self._events[sent]
                 sent += 1
-            if self._child_starting or not self._spawn_pending:
+            if self._child_start_begun or not self._spawn_pending:
                 break
             self._events_changed.clear()
             try:
                 await asyncio.wait_for(self._events_changed.wait(), timeout=1)
             except asyncio.TimeoutError:
                 pass
-        if self.child is not None and self._child_starting:
+        if self.child is not None and self._child_start_begun and self._spawn_pending:
             async for event in self.child.progress():
                 yield event
 
-    _child_starting = False
+    _child_start_begun = False
 
     # ---- start / poll / stop -----------------------------------------------------------
     async def start(self):
-        """Start the child spawner built by :meth:`prepare`; return its URL."""
+        """Start the child spawner built by :meth:`prepare`; return its URL.
+
+        Any failure is a ``SpawnException`` whose message names the step and the reason
+        (``The start step failed: DockerSpawner: ...``); the hub then calls :meth:`stop`.
+        """
+        try:
+            return await self._start()
+        except SpawnException as e:
+            raise user_facing(e)
+
+    async def _start(self):
         if self.child is None:
             # run_pre_spawn_hook was bypassed (e.g. start() called directly)
             await self.prepare(self.user_options)
@@ -366,21 +443,51 @@ class MultipleSpawner(Spawner):
             for name, value in traits.items():
                 setattr(self.child, name, value)
         self._event(30, f"Starting {type(self.child).__name__}")
-        self._child_starting = True
+        self._child_start_begun = True
         self._events_changed.set()
         try:
-            url = await maybe_future(self.child.start())
+            url = await self._start_child()
         except BaseException as e:
-            if self.machine is None:
+            if self.machine is not None:
+                await self.machine.start_failed(e)  # releases the machine, names the step
+            if isinstance(e, (asyncio.CancelledError, SpawnException)):
                 raise
-            await self.machine.start_failed(e)  # releases the machine, names the step
-        finally:
-            self._child_starting = False
+            raise self._start_error(e) from e
         if record.get("lifetime_minutes"):
             self._deadline = time.time() + 60 * record["lifetime_minutes"]
             self._schedule_expiry()
         self._last_child = {k: record[k] for k in ("child_class", "child_kwargs")}
         return url
+
+    async def _start_child(self):
+        """``child.start()`` within the child's ``start_timeout`` (a TimeoutError saying so)."""
+        limit = self.child.start_timeout
+        task = asyncio.ensure_future(maybe_future(self.child.start()))
+        try:
+            await asyncio.wait([task], timeout=limit)
+        finally:  # timed out, or we were cancelled: cancel the child's start, let it clean up
+            timed_out = not task.done()
+            if timed_out:
+                task.cancel()
+                await asyncio.wait([task])
+        if timed_out:
+            raise TimeoutError(f"{type(self.child).__name__} did not start within {limit:g} "
+                               "seconds (start_timeout)")
+        return task.result()  # the child's URL, or its own error
+
+    def _start_error(self, error: BaseException) -> SpawnException:
+        """What the user sees when the child of a local/container template fails to start:
+        ``The start step failed: <child class>: <why>`` (the machine path words it the same)."""
+        child = type(self.child).__name__
+        reason = str(error).strip() or type(error).__name__
+        if child not in reason:
+            reason = f"{child}: {reason}"
+        template = self._record["template"]
+        return failed(
+            f"The start step failed: {reason}",
+            "timeout" if isinstance(error, TimeoutError) else "start_failed",
+            log_message=f"{self._log_name}: template {template!r}: {child}.start failed: {error!r}",
+        )
 
     async def poll(self):
         """The child's status; a server whose session ran out is stopped and reported gone."""
@@ -459,8 +566,7 @@ class MultipleSpawner(Spawner):
         self.child = self._child_from_record(record)
         if self.child is not None:
             self.child.load_state(state.get("child_state", {}))
-            self.start_timeout = self.child.start_timeout
-            self.http_timeout = self.child.http_timeout
+            self._adopt_child_timeouts()
         if record.get("machine_source"):
             self.machine = lease_from_record(self, self._orchestrator, record["machine_source"], state.get("machine"))
             try:
@@ -507,6 +613,3 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
             kwargs["extra_resource_limits"] = {"nvidia.com/gpu": str(int(gpus))}
     return kwargs
 
-
-def _spawn_error(message: str, reason: str) -> SpawnException:
-    return SpawnException(message, reason=reason, status_code=500)

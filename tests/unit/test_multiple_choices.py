@@ -3,10 +3,11 @@
 import json
 
 import pytest
+from jupyterhub.spawner import SpawnException
 from tornado.web import HTTPError
 
-from multiplespawner.catalogue import load_catalogue
-from multiplespawner.choices import resolve_choice
+from multiplespawner.catalogue import Template, load_catalogue
+from multiplespawner.choices import INTEGER_KEYS, resolve_choice
 from multiplespawner.form import options_from_form, render_form
 
 CATALOGUE = {
@@ -19,7 +20,7 @@ CATALOGUE = {
     },
     "templates": [
         {"name": "local", "resource_type": "local", "providers": ["local"],
-         "lifetime_minutes": {"default": 60, "max": 120},
+         "lifetime_minutes": {"default": 60, "min": 15, "max": 120},
          "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner"}},
         {"name": "course-a-box", "display_name": "Course A <box>", "resource_type": "container",
          "providers": ["docker", "other"], "access": {"groups": ["course-a"]},
@@ -49,8 +50,11 @@ def choose(catalogue, options, groups=("course-a",), admin=False, unavailable=No
 def refused(catalogue, options, **kw) -> str:
     with pytest.raises(HTTPError) as info:
         choose(catalogue, options, **kw)
-    assert info.value.status_code == 400
-    return info.value.log_message
+    error = info.value
+    # JupyterHub's convention for invalid launch parameters; its pages show jupyterhub_message
+    assert isinstance(error, SpawnException) and error.reason == "invalid_user_options"
+    assert error.status_code == 400 and error.jupyterhub_message == error.message == error.log_message
+    return error.message
 
 
 def test_defaults(catalogue):
@@ -79,8 +83,9 @@ def test_values_from_strings_and_numbers(catalogue):
     ({"template": "course-a-box", "cpu": "lots"}, "cpu must be a number, not 'lots'"),
     ({"template": "course-a-box", "provider": "aws"}, "does not run on provider 'aws'"),
     ({"template": "local", "cpu": 1}, "Template 'local' has no cpu choice."),
-    ({"template": "local", "lifetime_minutes": 121}, "lifetime_minutes 121 must be more than 0 and at most 120"),
-    ({"template": "local", "lifetime_minutes": 0}, "must be more than 0"),
+    ({"template": "local", "lifetime_minutes": 121}, "lifetime_minutes 121 is outside 15..120 allowed by template 'local'."),
+    ({"template": "local", "lifetime_minutes": 14.5}, "lifetime_minutes 14.5 is outside 15..120"),
+    ({"template": "local", "lifetime_minutes": 0}, "lifetime_minutes 0 is outside 15..120"),
     ({"template": "course-a-box", "lifetime_minutes": 5}, "has no session length choice"),
     ({"template": ["local"]}, "template must be a template name"),
 ])
@@ -115,6 +120,43 @@ def test_form_shows_only_usable_templates_escaped_and_preselects(catalogue):
     assert 'name="course-a-box.memory_mb" value="1024"' in html
     assert 'name="local.lifetime_minutes" value="60"' in html
     assert '<option value="other" selected>' in html
+    assert '<option value="container" selected>' in html  # the last template's resource type
+
+
+def test_form_preselects_nothing_for_a_choice_no_longer_usable(catalogue):
+    usable = catalogue.usable_by("ann", ["course-a"], False)
+    html = render_form(usable, last={"template": "course-b-box", "provider": "docker"})
+    assert 'value="local" checked' in html
+    assert " selected>" not in html  # provider and resource type: "Any"
+
+
+def test_form_bounds_are_the_bounds_the_server_checks(catalogue):
+    """Every number input's min/max: values at them are accepted, values just outside refused."""
+    import re
+
+    usable = catalogue.usable_by("ann", ["course-a"], False)
+    html = render_form(usable)
+    inputs = re.findall(r'name="([^".]+)\.(\w+)" value="[^"]*" min="([^"]+)" max="([^"]+)"', html)
+    assert {(t, k) for t, k, _, _ in inputs} == {
+        ("course-a-box", "cpu"), ("course-a-box", "memory_mb"), ("local", "lifetime_minutes")}
+    for template, key, lo, hi in inputs:
+        for value in (lo, hi):
+            c = choose(catalogue, {"template": template, key: value})
+            assert (c.lifetime_minutes if key == "lifetime_minutes" else c.resources[key]) == float(value)
+        delta = 1 if key in INTEGER_KEYS else 0.25
+        for value in (float(lo) - delta, float(hi) + delta):
+            assert f"{key} {value:g} is outside {lo}..{hi}" in refused(catalogue, {"template": template, key: value})
+
+
+@pytest.mark.parametrize("spec, bounds", [
+    ({"default": 60}, (60, 1, 60)),
+    ({"default": 60, "max": 90}, (60, 1, 90)),
+    ({"default": 0.5, "max": 2}, (0.5, 0.5, 2)),  # a default under a minute is its own minimum
+    ({"default": 30, "min": 10, "max": 90}, (30, 10, 90)),
+])
+def test_lifetime_bounds(spec, bounds):
+    t = Template({"name": "t", "lifetime_minutes": spec}, "f.json")
+    assert (t.lifetime.default, t.lifetime.min, t.lifetime.max) == bounds
 
 
 def test_form_marks_unavailable_and_shows_admin_error(catalogue):

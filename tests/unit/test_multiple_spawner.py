@@ -1,6 +1,9 @@
-"""Child class resolution and the mapping of chosen resources onto the child's traits."""
+"""Child class resolution, the mapping of chosen resources onto the child's traits, group
+overrides on the child, and the spawner state round trip."""
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 from dockerspawner import DockerSpawner
@@ -8,7 +11,13 @@ from jupyterhub.spawner import LocalProcessSpawner
 
 from multiplespawner.catalogue import load_catalogue
 from multiplespawner.choices import resolve_choice
-from multiplespawner.spawner import TemplateError, _resource_kwargs, spawner_class_for
+from multiplespawner.spawner import (
+    HUB_TIMEOUT_MARGIN,
+    MultipleSpawner,
+    TemplateError,
+    _resource_kwargs,
+    spawner_class_for,
+)
 
 
 def test_spawner_class_for():
@@ -40,3 +49,66 @@ def test_resource_kwargs(tmp_path):
     assert kwargs["extra_host_config"]["device_requests"][0]["Count"] == 2
     assert "extra_host_config" not in _resource_kwargs(LocalProcessSpawner, choice)
     assert DockerSpawner(**_resource_kwargs(DockerSpawner, choice)).mem_limit == 512 * 1024 * 1024
+
+
+def _spawner(groups=(), **config) -> MultipleSpawner:
+    """A MultipleSpawner for a user outside any hub (enough for building and restoring children)."""
+    user = SimpleNamespace(name="ann", admin=False, groups=[SimpleNamespace(name=g) for g in groups])
+    return MultipleSpawner(user=user, **config)
+
+
+def test_state_round_trip_rebuilds_the_recorded_child_whatever_the_catalogue_says():
+    """load_state rebuilds the child from the record alone (class, kwargs, timeouts, child state)."""
+    record = {
+        "template": "gone-from-the-catalogue",
+        "catalogue_version": "0123456789ab",
+        "options": {"template": "gone-from-the-catalogue", "provider": "local"},
+        "child_class": "jupyterhub.spawner.LocalProcessSpawner",
+        "child_kwargs": {"cmd": ["/bin/true"], "start_timeout": 7, "http_timeout": 9},
+        "environment": {"WHO": "ann/"},
+        "lifetime_minutes": 30,
+        "deadline": time.time() + 1800,
+    }
+    state = {"multiple": record, "child_state": {"pid": 4242},
+             "last_child": {"child_class": record["child_class"], "child_kwargs": record["child_kwargs"]}}
+    spawner = _spawner(catalogue_paths=["/nonexistent/catalogue.json"])
+    spawner.load_state(json.loads(json.dumps(state)))  # as it comes back from the database
+    child = spawner.child
+    assert type(child) is LocalProcessSpawner and child.cmd == ["/bin/true"] and child.pid == 4242
+    assert spawner.http_timeout == 9 and spawner.start_timeout == 7 + HUB_TIMEOUT_MARGIN
+    assert spawner.deadline == record["deadline"]
+    assert spawner.get_state() == state
+    assert json.loads(json.dumps(spawner.get_state())) == state
+
+    spawner.clear_state()
+    assert spawner.child is None and spawner.deadline is None
+    assert spawner.get_state() == {"last_child": state["last_child"]}  # delete_forever can still reach it
+
+
+def test_state_with_a_class_that_no_longer_imports_leaves_no_child():
+    spawner = _spawner()
+    spawner.load_state({"multiple": {"template": "t", "child_class": "nowhere.Spawner", "child_kwargs": {}}})
+    assert spawner.child is None
+
+
+async def test_group_overrides_reach_the_child_below_template_and_choice():
+    overrides = {
+        "01-a": {"groups": ["course-a"], "spawner_override": {
+            "cpu_limit": 0.25, "mem_limit": "2G", "environment": {"FROM_GROUP": "a"},
+            "notebook_dir": lambda child: f"/srv/{child.user.name}"}},
+        "02-b": {"groups": ["course-b"], "spawner_override": {"http_timeout": 3}},
+    }
+    spawner = _spawner(groups=["course-a"], group_overrides=overrides)
+    # the template set mem_limit (a chosen resource): that wins over the group override
+    kwargs = {"cmd": ["/bin/true"], "mem_limit": "512M"}
+    spawner.child = spawner._build_child(LocalProcessSpawner, kwargs)
+    applied = await spawner._apply_group_overrides_to_child(protected=set(kwargs))
+    child = spawner.child
+    assert child.cpu_limit == 0.25 and child.notebook_dir == "/srv/ann"
+    assert child.mem_limit == 512 * 1024 * 1024
+    assert child.environment["FROM_GROUP"] == "a"
+    assert child.http_timeout == LocalProcessSpawner().http_timeout  # course-b only
+    # recorded for a rebuild after restart: JSON, without the environment
+    assert applied == {"cpu_limit": 0.25, "notebook_dir": "/srv/ann"}
+    rebuilt = spawner._build_child(LocalProcessSpawner, {**applied, **kwargs})
+    assert rebuilt.cpu_limit == 0.25 and rebuilt.notebook_dir == "/srv/ann"
