@@ -261,13 +261,20 @@ class AnsibleConfigurer(Configurer):
         return Path(self.playbook_dir) if self.playbook_dir else shared_path("playbooks")
 
     def playbook_variables(self, credentials, variables: dict) -> dict:
-        """The extra variables one run gets: defaults, then ``variables``, then the server's key."""
+        """The extra variables one run gets: defaults, then the trait ``variables``, then the
+        server's ``variables``.
+
+        ``notebook_user_authorized_key`` is never taken from the trait (the catalogue): it is the
+        server's ``variables`` value if the caller gives one (the spawner does: the per-server
+        key, or "" when the notebook user logs in with a CA certificate), else the public half of
+        the login ``credentials``.
+        """
         merged = {"notebook_env_packages": list(self.notebook_packages)}
         if self.index_url:
             merged["notebook_env_index_url"] = self.index_url
-        merged.update(self.variables)
-        merged.update(variables)
+        merged.update({k: v for k, v in self.variables.items() if k != "notebook_user_authorized_key"})
         merged["notebook_user_authorized_key"] = credentials.client_public_key
+        merged.update(variables)
         return merged
 
     async def configure(self, machine, credentials, variables, progress_callback=None, previous_hash=None):
