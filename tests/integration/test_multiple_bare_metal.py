@@ -5,10 +5,15 @@ host key from the deployment; the notebook is the real jupyterhub-singleuser of 
 running as a fresh Unix user, reached only through CloudSSHSpawner's tunnel.
 """
 
+import asyncio
 import json
+import secrets
+import types
 
+import asyncssh
 import pytest
 
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter
 from tests.fixtures.procs import wait_until
 from tests.fixtures.sshd import make_client_key
 from tests.integration.test_cloudssh_spawner import user_processes
@@ -16,7 +21,15 @@ from tests.integration.test_cloudssh_spawner import user_processes
 SINGLEUSER = "/opt/jupyterhub-multiplespawner/venv/bin/jupyterhub-singleuser"
 
 
-def pool_catalogue(hosts, key_path) -> dict:
+def pool_catalogue(hosts, key_path=None, template_extra=None) -> dict:
+    """A pool of ``hosts`` ((host, capacity) pairs; host with .host, .port, .host_key).
+
+    ``key_path``: the operator's key for the users on hosts prepared beforehand (the project
+    venv's jupyterhub-singleuser runs there). None: the template's configurer prepares them.
+    """
+    kwargs = {"default_url": "/lab", "keepalive_interval": 2, "term_timeout": 5}
+    if key_path is not None:
+        kwargs.update(ssh_key_path=str(key_path), remote_python="/usr/bin/python3", cmd=[SINGLEUSER])
     return {
         "deployments": {
             "bare_metal": [{
@@ -33,17 +46,8 @@ def pool_catalogue(hosts, key_path) -> dict:
             "display_name": "Lab on a pool host",
             "resource_type": "bare_metal",
             "providers": ["pool"],
-            "spawner": {
-                "class": "cloudsshspawner.CloudSSHSpawner",
-                "kwargs": {
-                    "ssh_key_path": str(key_path),
-                    "remote_python": "/usr/bin/python3",
-                    "cmd": [SINGLEUSER],
-                    "default_url": "/lab",
-                    "keepalive_interval": 2,
-                    "term_timeout": 5,
-                },
-            },
+            "spawner": {"class": "cloudsshspawner.CloudSSHSpawner", "kwargs": kwargs},
+            **(template_extra or {}),
         }],
     }
 
@@ -137,3 +141,96 @@ def test_two_hosts_share_the_load(sshd_factory, unix_user, hub_factory, tmp_path
     assert r.status_code == 503 and "All 2 hosts" in r.json()["message"]
     for user in users[:2]:
         hub.stop_server(user)
+
+
+@pytest.fixture
+def configurable_pool_host(docker_engine, prepared_image, tmp_path):
+    """A host for a pool that the hub configures: a container of the prepared image (notebook
+    environment baked in) with the operator's admin account ``jhadmin`` (key in ``admin_key``,
+    passwordless sudo) and a known host key; removed at the end."""
+    from multiplespawner.providers.base import MachineSpec, Resources
+    from multiplespawner.providers.docker import DockerProvider
+    from multiplespawner.providers.identity import HUB_LABEL
+
+    tmp_path.chmod(0o755)
+    admin_key, admin_public = make_client_key(tmp_path, "pool-admin")
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    provider = DockerProvider()
+    spec = MachineSpec(name=f"pool-host-{secrets.token_hex(4)}", deployment={"image": prepared_image},
+                       resources=Resources(cpu=1, memory_mb=1024), ssh_user="jhadmin",
+                       authorized_key=admin_public, host_key_private=host_key.export_private_key().decode(),
+                       labels={HUB_LABEL: f"pool-{secrets.token_hex(4)}"})  # no hub of the test's owns it
+
+    async def create():
+        machine = await provider.create(spec)
+        await provider.wait_ready(machine, 60)
+        return machine
+
+    machine = asyncio.run(create())
+    try:
+        yield types.SimpleNamespace(host=machine.host, port=machine.port, host_key=machine.host_public_key,
+                                    admin_key=admin_key, container=docker_engine.containers.get(machine.id))
+    finally:
+        asyncio.run(provider.destroy(machine.id))
+
+
+def test_a_configured_pool_host_skips_ansible_when_nothing_changed(configurable_pool_host, hub_factory, tmp_path):
+    """A pool host the hub configures (certificate logins: nothing per spawn reaches the host):
+    the second spawn skips Ansible, a changed variable runs it again, and after a hub restart
+    the hash recorded in a running server's state still counts."""
+    from tests.integration.test_machines_docker import hub_ca
+
+    host, user = configurable_pool_host, "alice"
+    ca_file, _ = hub_ca(tmp_path)
+    cat_file = tmp_path / "catalogue.json"
+
+    def write_catalogue(**variables):
+        cat_file.write_text(json.dumps(pool_catalogue([(host, 2)], template_extra={
+            "authenticator": {"class": "certificate"},
+            "configurer": {"class": "ansible", "options": {
+                "timeout": 600, "variables": {"notebook_env_path": NOTEBOOK_ENV, **variables}}},
+        })))
+
+    write_catalogue()
+    hub = hub_factory(hub_config(cat_file) + f"""
+c.JupyterHub.allow_named_servers = True
+c.CredentialStore.ca_key_file = {str(ca_file)!r}
+c.MachineOrchestrator.pool_admin_key_file = {str(host.admin_key)!r}
+""")
+    hub.create_user(user)
+
+    def nothing_left() -> dict:  # per-server keys, tunnels, Ansible's ssh processes (no machines here)
+        return MachineCounter.of_hub(None, "-", hub).wait_for_nothing_left()
+
+    def spawn(server_name=""):
+        """Spawn; return (Ansible task lines, "already configured" lines) this spawn logged."""
+        before = hub.log_text()
+        model = hub.spawn(user, server_name, timeout=600)
+        assert model["state"]["machine"]["kind"] == "pool"
+        wait_until(lambda: hub.server_request(user, "api/status", server_name).status_code == 200,
+                   timeout=60, message="lab answers")
+        new = hub.log_text()[len(before):]  # the logs only grow (a restart adds a file)
+        return new.count(": Configuring: TASK ["), new.count(": Machine already configured")
+
+    tasks, skipped = spawn()
+    assert tasks > 5 and skipped == 0  # the first spawn configures the host
+    hub.stop_server(user)
+    assert nothing_left() == {}
+
+    assert spawn() == (0, 1)  # same host, playbooks and variables: Ansible does not run
+    hub.stop_server(user)
+
+    write_catalogue(notebook_user_shell="/bin/sh")  # the catalogue is re-read at the next spawn
+    tasks, skipped = spawn()
+    assert tasks > 5 and skipped == 0
+    code, out = host.container.exec_run(["getent", "passwd", user])
+    assert out.decode().strip().endswith(":/bin/sh"), out
+
+    # the hub restarts with that server running: its state holds the host's hash
+    hub.restart()
+    wait_until(lambda: hub.server_request(user, "api/status").status_code == 200, timeout=90,
+               message="lab after the restart")
+    assert spawn("second") == (0, 1)
+    hub.stop_server(user, "second")
+    hub.stop_server(user)
+    assert nothing_left() == {}
