@@ -96,6 +96,23 @@ def failure_message(event: dict, limit: int = 600) -> str:
     return text
 
 
+async def _next_event(events: asyncio.Queue, timeout: float):
+    """``events.get()`` within ``timeout`` (else ``asyncio.TimeoutError``).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can return the item and drop a cancellation
+    that arrives as the item does (CPython gh-86296), and a cancelled spawn must stop Ansible.
+    """
+    getter = asyncio.ensure_future(events.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if not done:
+        raise asyncio.TimeoutError
+    return getter.result()
+
+
 def host_key_algorithm(public_key_line: str) -> str:
     """The key type of an OpenSSH public key line ("ssh-ed25519 AAAA... comment")."""
     return public_key_line.split()[0]
@@ -407,7 +424,7 @@ class AnsibleConfigurer(Configurer):
         last_task = None
         playbook_pid = playbook_started = None
         try:
-            while (event := await asyncio.wait_for(events.get(), max(0, deadline - loop.time()))) is not None:
+            while (event := await _next_event(events, max(0, deadline - loop.time()))) is not None:
                 if playbook_pid is None and event.get("pid"):
                     playbook_pid = int(event["pid"])
                     playbook_started = process_start_time(playbook_pid)
