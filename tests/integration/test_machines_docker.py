@@ -19,7 +19,7 @@ import asyncssh
 import pytest
 import requests
 
-from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, hub_ca
 from tests.fixtures.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -154,15 +154,6 @@ def test_container_machine_spawn_restart_stop(hub_factory, docker_engine, prepar
     assert_nothing_left(mh)
     with pytest.raises(Exception):
         docker_engine.containers.get(container.id)
-
-
-def hub_ca(folder) -> tuple:
-    """A hub CA key file (0600) and the CA key."""
-    ca = asyncssh.generate_private_key("ssh-ed25519")
-    path = folder / "hub-ca"
-    ca.write_private_key(str(path))
-    path.chmod(0o600)
-    return path, ca
 
 
 def test_certificate_authenticator_logs_in_with_a_ca_certificate(hub_factory, docker_engine, prepared_image, cat_dir):

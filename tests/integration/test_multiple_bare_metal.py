@@ -5,15 +5,11 @@ host key from the deployment; the notebook is the real jupyterhub-singleuser of 
 running as a fresh Unix user, reached only through CloudSSHSpawner's tunnel.
 """
 
-import asyncio
 import json
-import secrets
-import types
 
-import asyncssh
 import pytest
 
-from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, hub_ca
 from tests.fixtures.procs import wait_until
 from tests.fixtures.sshd import make_client_key
 from tests.integration.test_cloudssh_spawner import user_processes
@@ -50,6 +46,16 @@ def pool_catalogue(hosts, key_path=None, template_extra=None) -> dict:
             **(template_extra or {}),
         }],
     }
+
+
+def configured_pool_catalogue(host, authenticator="certificate", **variables) -> dict:
+    """One pool host (capacity 2) that the template's AnsibleConfigurer prepares (the prepared
+    image's environment at NOTEBOOK_ENV); the notebook user logs in with ``authenticator``."""
+    return pool_catalogue([(host, 2)], template_extra={
+        "authenticator": {"class": authenticator},
+        "configurer": {"class": "ansible", "options": {
+            "timeout": 600, "variables": {"notebook_env_path": NOTEBOOK_ENV, **variables}}},
+    })
 
 
 def hub_config(cat_file) -> str:
@@ -143,53 +149,16 @@ def test_two_hosts_share_the_load(sshd_factory, unix_user, hub_factory, tmp_path
         hub.stop_server(user)
 
 
-@pytest.fixture
-def configurable_pool_host(docker_engine, prepared_image, tmp_path):
-    """A host for a pool that the hub configures: a container of the prepared image (notebook
-    environment baked in) with the operator's admin account ``jhadmin`` (key in ``admin_key``,
-    passwordless sudo) and a known host key; removed at the end."""
-    from multiplespawner.providers.base import MachineSpec, Resources
-    from multiplespawner.providers.docker import DockerProvider
-    from multiplespawner.providers.identity import HUB_LABEL
-
-    tmp_path.chmod(0o755)
-    admin_key, admin_public = make_client_key(tmp_path, "pool-admin")
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
-    provider = DockerProvider()
-    spec = MachineSpec(name=f"pool-host-{secrets.token_hex(4)}", deployment={"image": prepared_image},
-                       resources=Resources(cpu=1, memory_mb=1024), ssh_user="jhadmin",
-                       authorized_key=admin_public, host_key_private=host_key.export_private_key().decode(),
-                       labels={HUB_LABEL: f"pool-{secrets.token_hex(4)}"})  # no hub of the test's owns it
-
-    async def create():
-        machine = await provider.create(spec)
-        await provider.wait_ready(machine, 60)
-        return machine
-
-    machine = asyncio.run(create())
-    try:
-        yield types.SimpleNamespace(host=machine.host, port=machine.port, host_key=machine.host_public_key,
-                                    admin_key=admin_key, container=docker_engine.containers.get(machine.id))
-    finally:
-        asyncio.run(provider.destroy(machine.id))
-
-
 def test_a_configured_pool_host_skips_ansible_when_nothing_changed(configurable_pool_host, hub_factory, tmp_path):
     """A pool host the hub configures (certificate logins: nothing per spawn reaches the host):
     the second spawn skips Ansible, a changed variable runs it again, and after a hub restart
     the hash recorded in a running server's state still counts."""
-    from tests.integration.test_machines_docker import hub_ca
-
     host, user = configurable_pool_host, "alice"
     ca_file, _ = hub_ca(tmp_path)
     cat_file = tmp_path / "catalogue.json"
 
     def write_catalogue(**variables):
-        cat_file.write_text(json.dumps(pool_catalogue([(host, 2)], template_extra={
-            "authenticator": {"class": "certificate"},
-            "configurer": {"class": "ansible", "options": {
-                "timeout": 600, "variables": {"notebook_env_path": NOTEBOOK_ENV, **variables}}},
-        })))
+        cat_file.write_text(json.dumps(configured_pool_catalogue(host, **variables)))
 
     write_catalogue()
     hub = hub_factory(hub_config(cat_file) + f"""
