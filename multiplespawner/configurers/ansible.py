@@ -9,7 +9,7 @@ Each :meth:`AnsibleConfigurer.configure` call:
    file holding only the pinned host key, an empty ansible.cfg and, if ``wheel_dir`` is set, a
    tar of the wheels for the machine;
 3. runs ``ansible-playbook`` through ``ansible_runner.run`` in a bounded thread pool (never on
-   the event loop), with SSH set to use only the per-server key (no agent, no ``~/.ssh/config``)
+   the event loop), with SSH set to use only the given login key (no agent, no ``~/.ssh/config``)
    and ``StrictHostKeyChecking=yes``; each task result is passed to the progress callback as
    ``TASK [<name>] <ok|changed|skipped|failed|unreachable>``;
 4. on timeout or cancellation kills ansible-playbook and the workers it forked (they run in
