@@ -8,10 +8,14 @@ For every notebook server that runs on a machine, :class:`CredentialStore` makes
   into the machine, the configurer gives it to the notebook user);
 * an ed25519 **host key**: its private half is handed to the provider once, in memory, so the
   machine presents it as its SSH host key; it is never written to the hub's disk. Its public half is
-  pinned: every connection to the machine checks it, none trusts on first use;
-* optionally an OpenSSH **user certificate** for the client key, signed by a hub CA key
-  (``ca_key_file``), for machines that trust the CA (``TrustedUserCAKeys``) instead of a per-server
-  authorized key.
+  pinned: every connection to the machine checks it, none trusts on first use. For a machine that
+  already has a host key (a pool host), the caller gives its public half and none is generated;
+* on request (``certificate_principals``) an OpenSSH **user certificate** for the client key,
+  signed by the hub CA key (``ca_key_file``), for machines that trust the CA
+  (``TrustedUserCAKeys``) instead of a per-server authorized key. It is valid for the given login
+  names only, for ``certificate_validity`` seconds, and permits port forwarding and commands but
+  no PTY, agent or X11 forwarding and no ``~/.ssh/rc`` (what ``restrict,port-forwarding`` does
+  for an authorized key).
 
 The hub's own keys (``~/.ssh``, an agent) are never used or copied: only these per-server files.
 :meth:`ServerCredentials.to_state` is a small JSON dict (directory, public keys) from which
@@ -108,46 +112,68 @@ class CredentialStore(LoggingConfigurable):
     ca_key_file = Unicode(
         "",
         config=True,
-        help="""Private key file of a hub SSH certificate authority. When set, every per-server
-        client key also gets an OpenSSH user certificate signed by this CA, valid for
-        `certificate_validity` seconds, for machines that trust the CA (sshd
-        `TrustedUserCAKeys`). Empty: no certificates.""",
+        help="""Private key file of the hub's SSH certificate authority (OpenSSH format, no
+        passphrase, readable by the hub only). Templates whose `authenticator` is `certificate`
+        log in to their machines with an OpenSSH user certificate this CA signs for each
+        server's client key; the machines trust the CA's public key (sshd `TrustedUserCAKeys`).
+        Empty: no certificates can be issued.""",
     )
 
     certificate_validity = Integer(
         24 * 3600,
         config=True,
-        help="Seconds a per-server certificate is valid from its creation (with `ca_key_file`).",
+        help="""Seconds a per-server certificate is valid from its creation, unless the
+        template's authenticator sets `validity_seconds`.""",
     )
 
     @property
     def root(self) -> Path:
         return Path(self.base_dir).absolute()
 
-    async def create(self, server_name: str, principals: list[str] | tuple = ()) -> ServerCredentials:
+    async def ca_public_key(self) -> str:
+        """The CA's OpenSSH public key line (what machines put into ``TrustedUserCAKeys``)."""
+        if not self.ca_key_file:
+            raise ValueError("CredentialStore.ca_key_file is not set: there is no hub CA")
+        key = await asyncio.to_thread(asyncssh.read_private_key, self.ca_key_file)
+        return key.export_public_key("openssh").decode().strip()
+
+    async def create(self, server_name: str, certificate_principals: list[str] | None = None,
+                     host_public_key: str = "", certificate_validity: int | None = None) -> ServerCredentials:
         """Make a fresh client key (written to disk) and host key (in memory) for one server.
 
         ``server_name`` only names the directory (a random suffix keeps it unique).
-        ``principals`` are the login names a certificate is valid for (only with ``ca_key_file``).
+        ``certificate_principals``: also issue a CA-signed certificate valid for these login
+        names (needs ``ca_key_file``), for ``certificate_validity`` seconds (default: the
+        trait). ``host_public_key``: the machine's existing host key; no host key is generated.
         """
         client_key = asyncssh.generate_private_key("ssh-ed25519", comment=f"jupyterhub-{server_name}")
-        host_key = asyncssh.generate_private_key("ssh-ed25519", comment="")
+        host_private = ""
+        if not host_public_key:
+            host_key = asyncssh.generate_private_key("ssh-ed25519", comment="")
+            host_public_key = host_key.export_public_key("openssh").decode().strip()
+            host_private = host_key.export_private_key("openssh").decode()
         certificate = ""
-        if self.ca_key_file:
-            certificate = await asyncio.to_thread(self._certify, client_key, server_name, principals)
+        if certificate_principals is not None:
+            if not self.ca_key_file:
+                raise ValueError("a certificate was asked for but CredentialStore.ca_key_file is not set")
+            validity = certificate_validity or self.certificate_validity
+            certificate = await asyncio.to_thread(
+                self._certify, client_key, server_name, certificate_principals, validity
+            )
         directory = self.root / f"{_safe_name(server_name)}-{secrets.token_hex(4)}"
         credentials = ServerCredentials(
             directory=directory,
             client_public_key=client_key.export_public_key("openssh").decode().strip(),
-            host_public_key=host_key.export_public_key("openssh").decode().strip(),
+            host_public_key=host_public_key,
             certificate=certificate,
-            host_private_key=host_key.export_private_key("openssh").decode(),
+            host_private_key=host_private,
         )
         await asyncio.to_thread(self._write, credentials, client_key.export_private_key("openssh"))
-        self.log.info("Created SSH credentials for %s in %s", server_name, directory)
+        self.log.info("Created SSH credentials for %s in %s%s", server_name, directory,
+                      " (with a CA certificate)" if certificate else "")
         return credentials
 
-    def _certify(self, client_key, server_name: str, principals) -> str:
+    def _certify(self, client_key, server_name: str, principals, validity: int) -> str:
         ca_key = asyncssh.read_private_key(self.ca_key_file)
         now = int(time.time())
         cert = ca_key.generate_user_certificate(
@@ -155,7 +181,13 @@ class CredentialStore(LoggingConfigurable):
             key_id=f"jupyterhub-{server_name}",
             principals=list(principals),
             valid_after=now - 60,  # tolerate a machine clock slightly behind the hub's
-            valid_before=now + self.certificate_validity,
+            valid_before=now + validity,
+            # like "restrict,port-forwarding" on an authorized key: the tunnels and commands only
+            permit_x11_forwarding=False,
+            permit_agent_forwarding=False,
+            permit_pty=False,
+            permit_user_rc=False,
+            permit_port_forwarding=True,
         )
         return cert.export_certificate("openssh").decode().strip()
 

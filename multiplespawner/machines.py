@@ -10,10 +10,27 @@ machine the hub reaches over SSH. For one server, :class:`MachineLease` does, in
 2. **wait** - ``provider.wait_ready``: sshd answers with the pinned host key (pool hosts are not
    probed: CloudSSHSpawner verifies the pinned key when it connects);
 3. **configure** - if the template has a ``configurer`` (e.g. AnsibleConfigurer): prepare the
-   machine; each task result becomes a progress message on the spawn page; skipped when the
-   configuration hash equals the one recorded for this machine;
-4. **start** - CloudSSHSpawner (the child) connects with the per-server key (pool: the key the
-   template configures), pins the host key and starts ``jupyterhub-singleuser``.
+   machine; each task result becomes a progress message on the spawn page. A created machine is
+   new and always configured; a pool host is configured by the operator's admin account
+   (``pool_admin_key_file``), and skipped when the configuration hash equals that of the host's
+   last configuration (see below);
+4. **start** - CloudSSHSpawner (the child) connects with the per-server key (pool hosts without
+   a configurer or certificate: the key the template configures), pins the host key and starts
+   ``jupyterhub-singleuser``.
+
+The template's ``authenticator`` says how the hub logs in as the notebook user: ``key`` (the
+default) authorises the per-server public key for that user; ``certificate`` gives the per-server
+key an OpenSSH user certificate signed by the hub CA (``CredentialStore.ca_key_file``) for that
+login name only, and the machine trusts the CA (``TrustedUserCAKeys``, set by the playbook or
+prepared beforehand) instead of any authorized key.
+
+Configuration cache: a pool host's last configuration hash (host, admin account, host key,
+playbooks, variables) is kept per host in this process, and after a hub restart taken from the
+running servers' states in the database (the newest ``configured_at``). A run that fails, or is
+under way, makes the host's hash unknown, so the next spawn configures it again. With the ``key``
+authenticator the per-server key is a variable, so every spawn configures; with ``certificate``
+nothing per-spawn reaches the machine, and a second spawn of the same user on the same host
+skips Ansible.
 
 A failure (or cancellation) in any step releases what earlier steps made: the machine is
 destroyed (or the pool host returned) and the credentials are removed; the user sees
@@ -40,13 +57,18 @@ thread pools or subprocesses; the database queries are the hub's own in-memory S
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import secrets
 import socket
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
 
 from jupyterhub.spawner import SpawnException
 from tornado.web import HTTPError
@@ -57,7 +79,7 @@ from traitlets.utils.importstring import import_item
 from cloudsshspawner.spawner import CloudSSHSpawner
 
 from .catalogue import resolve_placeholders
-from .credentials import CredentialStore
+from .credentials import CredentialStore, ServerCredentials
 from .providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from .providers.identity import HUB_LABEL
 from .providers.registry import make_provider
@@ -70,6 +92,8 @@ POOL = "pool"
 DEFAULT_NOTEBOOK_ENV = "/opt/jupyterhub-notebook"
 #: configurer short names
 CONFIGURERS = {"ansible": "multiplespawner.configurers.AnsibleConfigurer"}
+#: template ``authenticator.class`` values (the catalogue schema allows only these)
+AUTHENTICATORS = ("key", "certificate")
 PHASES = ("create", "wait", "configure", "start")
 _LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -82,9 +106,16 @@ class MachineStepError(SpawnException):
         super().__init__(f"The {phase} step failed: {reason}", reason=f"machine_{phase}", status_code=500)
 
 
+class PoolFullError(SpawnException):
+    """Every host of a pool is in use: the spawn is refused at once (503, reason ``capacity``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, reason="capacity", status_code=503)
+
+
 def _reason(error: BaseException) -> str:
-    if isinstance(error, SpawnException):
-        return error.jupyterhub_message or str(error)
+    if isinstance(error, SpawnException):  # JupyterHub 6 has .message; ldap_hooks' add jupyterhub_message
+        return getattr(error, "jupyterhub_message", "") or error.message or str(error)
     text = str(error).strip()
     return text or type(error).__name__
 
@@ -115,6 +146,14 @@ class MachineOrchestrator(LoggingConfigurable):
         "jhadmin",
         help="""Account a provider creates on each machine for the configurer (key login with the
         per-server key, passwordless sudo). The notebook runs as another account.""",
+    ).tag(config=True)
+
+    pool_admin_key_file = Unicode(
+        "",
+        help="""Private key file (OpenSSH format, no passphrase, readable by the hub only) the
+        configurer logs in with as `admin_user` on the hosts of bare_metal pools whose template
+        has a configurer. That account must exist on every such host with this key authorised
+        and passwordless sudo. Empty: bare_metal templates with a configurer are refused.""",
     ).tag(config=True)
 
     ready_timeout = Float(
@@ -151,6 +190,9 @@ class _Process:
 
     providers: dict = field(default_factory=dict)
     pool_claims: dict = field(default_factory=dict)  # owner -> (deployment name, host id)
+    #: (deployment name, host id) -> hash of the pool host's last configuration (None: unknown)
+    config_hashes: dict = field(default_factory=dict)
+    host_locks: dict = field(default_factory=dict)  # (deployment name, host id) -> asyncio.Lock
     lock: asyncio.Lock | None = None
     reap_task: asyncio.Task | None = None
 
@@ -281,13 +323,25 @@ def configurer_class(name: str):
     return import_item(CONFIGURERS.get(name, name))
 
 
+@dataclass
+class _AdminLogin:
+    """The operator's admin login on a pool host, in the shape a configurer expects of
+    credentials: the key file, its public half, and the host key to pin."""
+
+    client_key_path: Path
+    client_public_key: str
+    host_public_key: str
+    known_hosts_line = ServerCredentials.known_hosts_line
+
+
 class MachineLease:
     """The machine of one server: acquire it for a start, release it at stop or on failure.
 
     ``state`` (JSON, see :meth:`to_state`): ``kind`` (``pool`` or ``provider``),
     ``deployment``, ``machine`` (:meth:`Machine.to_state`; pool hosts as provider ``pool``),
-    ``credentials`` (:meth:`ServerCredentials.to_state`, provider machines only),
-    ``config_hash`` and ``notebook_user``.
+    ``credentials`` (:meth:`ServerCredentials.to_state`: provider machines, and pool hosts with a
+    configurer or the certificate authenticator), ``notebook_user``, and after a configure run
+    ``config_hash`` and ``configured_at``.
     """
 
     def __init__(self, spawner, orchestrator: MachineOrchestrator, template_spec: dict,
@@ -300,6 +354,9 @@ class MachineLease:
         self.deployment = deployment
         self.resources = resources
         self.kind = POOL if template_spec["resource_type"] == "bare_metal" else "provider"
+        authenticator = template_spec.get("authenticator") or {}
+        self.authenticator = authenticator.get("class", "key")
+        self.authenticator_kwargs = dict(authenticator.get("kwargs", {}))
         self.state: dict = dict(state or {})
 
     @property
@@ -311,22 +368,35 @@ class MachineLease:
         """True while a machine, claim or credentials may exist for this server."""
         return bool(self.state)
 
+    @property
+    def _server_credentials(self) -> bool:
+        """Whether this server logs in with a per-server key (always, except plain pool hosts)."""
+        return (self.kind != POOL or bool(self.template_spec.get("configurer"))
+                or self.authenticator == "certificate")
+
     def to_state(self) -> dict:
         return dict(self.state)
 
     # -- checks at prepare() time -----------------------------------------------------------
     def check(self, child_class: type) -> None:
         """Refuse a template this path cannot run (raises SpawnException naming the problem)."""
+        name = self.template_spec["name"]
         if not issubclass(child_class, CloudSSHSpawner):
             raise SpawnException(
-                f"Template {self.template_spec['name']!r}: {self.template_spec['resource_type']} templates "
+                f"Template {name!r}: {self.template_spec['resource_type']} templates "
                 "need cloudsshspawner.CloudSSHSpawner (or a subclass) as their spawner.",
                 reason="template_error", status_code=500,
             )
-        if self.kind == POOL and self.template_spec.get("configurer"):
+        if self.authenticator == "certificate" and not self.orchestrator.credential_store().ca_key_file:
             raise SpawnException(
-                f"Template {self.template_spec['name']!r}: bare_metal pool hosts are prepared "
-                "beforehand; a configurer is only supported for virtual_machine templates.",
+                f"Template {name!r} logs in with a certificate (authenticator: certificate), but "
+                "the hub has no certificate authority: set c.CredentialStore.ca_key_file.",
+                reason="template_error", status_code=500,
+            )
+        if self.kind == POOL and self.template_spec.get("configurer") and not self.orchestrator.pool_admin_key_file:
+            raise SpawnException(
+                f"Template {name!r} configures bare_metal pool hosts, but the hub has no admin "
+                "key for them: set c.MachineOrchestrator.pool_admin_key_file.",
                 reason="template_error", status_code=500,
             )
         if self.kind == POOL and not self.deployment.get("hosts"):
@@ -337,7 +407,8 @@ class MachineLease:
     async def claim_pool_host(self) -> None:
         """Claim a pool host with capacity left (called before anything starts).
 
-        Raises ``HTTPError(503)`` saying that the pool is full: the spawn is refused at once.
+        Raises :class:`PoolFullError` (503, reason ``capacity``) saying that the pool is full:
+        the spawn is refused at once.
         """
         owner = _owner(self.spawner)
         async with _PROCESS.get_lock():
@@ -349,10 +420,9 @@ class MachineLease:
                     break
             else:
                 total = sum(int(h.get("capacity", 1)) for h in self.deployment["hosts"])
-                raise HTTPError(
-                    503,
+                raise PoolFullError(
                     f"All {len(self.deployment['hosts'])} hosts of {self.deployment['name']!r} are in "
-                    f"use ({total} servers at most); try again later or choose another template.",
+                    f"use ({total} servers at most); try again later or choose another template."
                 )
         self.state = {
             "kind": POOL,
@@ -369,7 +439,8 @@ class MachineLease:
         """Create/wait/configure as the template asks; return the child's connection traits.
 
         ``event(progress, message)`` reports progress. On any failure everything made so far
-        is released and :class:`MachineStepError` names the step.
+        is released and :class:`MachineStepError` names the step (a full pool raises
+        :class:`PoolFullError` as it is).
         """
         phase = "create"
         try:
@@ -378,7 +449,14 @@ class MachineLease:
                     await self.claim_pool_host()
                 machine = Machine.from_state(self.state["machine"])
                 event(20, f"Using pool host {machine.host}:{machine.port} of {self.deployment['name']}")
-                return self._child_traits(machine, None)
+                credentials = None
+                if self._server_credentials:
+                    self.state["notebook_user"] = machine.ssh_user or _login_name(self.spawner.user.name)
+                    name = _machine_name(self.orchestrator.hub_id, self.spawner.user.name, self.spawner.name)
+                    credentials = await self._credentials(name, machine.host_public_key)
+                phase = "configure"
+                await self._configure(machine, credentials, event)
+                return self._child_traits(machine, credentials)
             await reap_once(self.spawner, self.orchestrator)
             machine, credentials = await self._create(event)
             phase = "wait"
@@ -389,24 +467,33 @@ class MachineLease:
         except BaseException as e:
             self.log.error("%s: machine %s step failed: %s", self.spawner._log_name, phase, _reason(e))
             await asyncio.shield(self.release())
-            if isinstance(e, (asyncio.CancelledError, HTTPError)) and not isinstance(e, SpawnException):
+            if isinstance(e, PoolFullError) or (
+                    isinstance(e, (asyncio.CancelledError, HTTPError)) and not isinstance(e, SpawnException)):
                 raise
             raise MachineStepError(phase, _reason(e)) from e
+
+    async def _credentials(self, name: str, host_public_key: str = "") -> ServerCredentials:
+        """The server's key pair (and certificate, for the certificate authenticator); in state."""
+        principals = [self.state["notebook_user"]] if self.authenticator == "certificate" else None
+        credentials = await self.orchestrator.credential_store().create(
+            name, certificate_principals=principals, host_public_key=host_public_key,
+            certificate_validity=self.authenticator_kwargs.get("validity_seconds"),
+        )
+        self.state["credentials"] = credentials.to_state()
+        return credentials
 
     async def _create(self, event):
         spawner, orch = self.spawner, self.orchestrator
         provider_name = self.deployment["provider"]
         provider = orch.provider(provider_name)
-        store = orch.credential_store()
         name = _machine_name(orch.hub_id, spawner.user.name, spawner.name)
-        credentials = await store.create(name)
         self.state = {
             "kind": "provider",
             "deployment": self.deployment["name"],
             "provider": provider_name,
-            "credentials": credentials.to_state(),
             "notebook_user": _login_name(spawner.user.name),
         }
+        credentials = await self._credentials(name)
         labels = {
             HUB_LABEL: orch.hub_id,
             f"{LABEL_PREFIX}.user": spawner.user.name,
@@ -444,24 +531,61 @@ class MachineLease:
         options = resolve_placeholders(dict(spec.get("options", {})), self.placeholders)
         return cls(parent=self.spawner, **options)
 
-    def _variables(self) -> dict:
+    async def _variables(self, credentials: ServerCredentials) -> dict:
+        """The per-server playbook variables: the notebook user, its uid and how it logs in."""
         variables = {"notebook_user_name": self.state["notebook_user"]}
         uid = self.spawner.environment.get("NB_UID") if isinstance(self.spawner.environment, dict) else None
         if uid:
             variables["notebook_user_uid"] = str(uid)
+        if self.authenticator == "certificate":
+            variables["notebook_user_authorized_key"] = ""
+            variables["sshd_tunnel_trusted_user_ca_key"] = await self.orchestrator.credential_store().ca_public_key()
+        else:
+            variables["notebook_user_authorized_key"] = credentials.client_public_key
         return variables
+
+    async def _admin_login(self, machine: Machine) -> tuple[Machine, _AdminLogin]:
+        """The pool host as the operator's admin account sees it, and that account's key."""
+        key_path = Path(self.orchestrator.pool_admin_key_file)
+        key = await asyncio.to_thread(asyncssh.read_private_key, str(key_path))
+        login = _AdminLogin(key_path, key.export_public_key("openssh").decode().strip(), machine.host_public_key)
+        return dataclasses.replace(machine, ssh_user=self.orchestrator.admin_user), login
 
     async def _configure(self, machine: Machine, credentials, event) -> None:
         configurer = self._configurer()
         if configurer is None:
             return
         event(22, f"Configuring the machine with {type(configurer).__name__}")
+        variables = await self._variables(credentials)
+        if self.kind != POOL:  # a created machine is new: nothing was configured on it before
+            await self._run_configurer(configurer, machine, credentials, variables, None, event)
+            return
+        host = (self.deployment["name"], machine.id)
+        login_machine, login = await self._admin_login(machine)
+        async with _PROCESS.host_locks.setdefault(host, asyncio.Lock()):  # one run per host at a time
+            previous = _PROCESS.config_hashes[host] if host in _PROCESS.config_hashes else self._persisted_hash(host)
+            _PROCESS.config_hashes[host] = None  # unknown until the run succeeds
+            await self._run_configurer(configurer, login_machine, login, variables, previous, event)
+            _PROCESS.config_hashes[host] = self.state["config_hash"]
+
+    def _persisted_hash(self, host: tuple) -> str | None:
+        """The newest configuration hash of a pool host among the servers in the database."""
+        configured = [
+            (lease.get("configured_at", 0), lease["config_hash"])
+            for lease in _persisted_leases(self.spawner).values()
+            if lease.get("kind") == POOL and lease.get("config_hash")
+            and (lease.get("deployment"), lease.get("machine", {}).get("id")) == host
+        ]
+        return max(configured)[1] if configured else None
+
+    async def _run_configurer(self, configurer, machine, login, variables, previous, event) -> None:
         result = await configurer.configure(
-            machine, credentials, self._variables(),
+            machine, login, variables,
             progress_callback=lambda message: event(25, f"Configuring: {message}"),
-            previous_hash=self.state.get("config_hash"),
+            previous_hash=previous,
         )
         self.state["config_hash"] = result.config_hash
+        self.state["configured_at"] = time.time()
         event(28, "Machine already configured" if result.skipped
               else f"Machine configured ({result.changed} changes)")
 
@@ -488,10 +612,11 @@ class MachineLease:
             traits["remote_username"] = machine.ssh_user
         if credentials is not None:
             traits["ssh_key_path"] = str(credentials.client_key_path)
-            traits["ssh_certificate_path"] = ""
+            traits["ssh_certificate_path"] = str(credentials.certificate_path or "")
             traits["remote_username"] = self.state["notebook_user"]
-            if "cmd" not in self.template_spec["spawner"].get("kwargs", {}):
-                traits["cmd"] = [f"{self._notebook_env()}/bin/jupyterhub-singleuser"]
+        prepared_here = self.kind != POOL or self.template_spec.get("configurer")
+        if prepared_here and "cmd" not in self.template_spec["spawner"].get("kwargs", {}):
+            traits["cmd"] = [f"{self._notebook_env()}/bin/jupyterhub-singleuser"]
         return traits
 
     # -- release ------------------------------------------------------------------------------

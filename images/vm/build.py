@@ -9,14 +9,23 @@ holding:
   (``root=/dev/vda``), so the disk needs no boot loader;
 * ``image.json``: what the image contains and the kernel command line it expects.
 
-Nothing is downloaded but Debian packages: ``debootstrap`` (minbase) from the host's Debian
-mirror, then ``apt-get install`` in a chroot of the kernel, cloud-init, OpenSSH and Python
-(for Ansible). No SSH host keys, users or machine id are baked in: each machine gets its own
-from its cloud-init seed at first boot (see ``multiplespawner/providers/libvirt.py``).
+Nothing is downloaded but Debian packages and the notebook's wheels: ``debootstrap`` (minbase)
+from the host's Debian mirror, then ``apt-get install`` in a chroot of the kernel, cloud-init,
+OpenSSH and Python with ``venv`` (for Ansible and the notebook). The **notebook environment** is
+baked in, as in an operator's golden image: a venv at ``/opt/jupyterhub-notebook`` (where the
+shipped playbooks expect it) with jupyterhub at the hub's exact version and the hub's
+JupyterLab, installed in the chroot by the guest's own ``/usr/bin/python3`` from the wheels the
+host downloaded (``images.build.wheelhouse``), offline (``--no-index``). The wheels are built
+for the builder's Python, so the builder must run the guest's Python version (both are
+Debian 12's 3.11); a mismatch is refused before anything is installed. No SSH host keys, users
+or machine id are baked in: each machine gets its own from its cloud-init seed at first boot
+(see ``multiplespawner/providers/libvirt.py``).
 
-The hash covers :data:`VM_RECIPE` and the files in ``guest/``; when the directory for that hash
-exists, nothing is rebuilt. A build that fails leaves nothing in the cache. Concurrent builders
-of the same image wait on a file lock. Needs root (debootstrap, chroot, mount).
+The hash covers :data:`VM_RECIPE`, the files in ``guest/``, the notebook requirements and the
+names of the wheels that satisfy them; when the directory for that hash exists, nothing is
+rebuilt. A build that fails leaves nothing in the cache. Concurrent builders of the same image
+wait on a file lock. Needs root (debootstrap, chroot, mount) and the project venv's Python
+(it reads the hub's JupyterHub and JupyterLab versions there).
 """
 
 import fcntl
@@ -25,11 +34,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..build import CACHE, apt_proxy_env, host_debian_mirror, log
+from ..build import CACHE, apt_proxy_env, host_debian_mirror, log, notebook_requirements, wheelhouse
 
 HERE = Path(__file__).resolve().parent
 GUEST = HERE / "guest"
@@ -41,8 +51,11 @@ VM_RECIPE = {
     "variant": "minbase",
     "packages": [
         "linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "ifupdown",
-        "isc-dhcp-client", "openssh-server", "cloud-init", "python3", "sudo", "ca-certificates",
+        "isc-dhcp-client", "openssh-server", "cloud-init", "python3", "python3-venv", "sudo",
+        "ca-certificates",
     ],
+    # the notebook environment (the shipped playbooks' default notebook_env_path)
+    "notebook_env": "/opt/jupyterhub-notebook",
     "disk_size": "3G",
     "cmdline": "root=/dev/vda rw console=ttyS0 net.ifnames=0",
     # guest/<file> -> path in the root filesystem
@@ -58,17 +71,26 @@ VM_RECIPE = {
 DISK, KERNEL, INITRD, MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
 
 
-def recipe_hash() -> str:
-    """The content hash that names the image (recipe and guest files)."""
+def notebook_wheels() -> tuple[list[str], Path]:
+    """The notebook requirements and the wheel directory that satisfies them (built once)."""
+    requirements = notebook_requirements()
+    return requirements, wheelhouse(requirements)
+
+
+def recipe_hash(requirements: list[str], wheels: Path) -> str:
+    """The content hash that names the image (recipe, guest files, requirements and wheels)."""
     h = hashlib.sha256(json.dumps(VM_RECIPE, sort_keys=True).encode())
     for name in sorted(VM_RECIPE["files"]):
         h.update(b"\0" + name.encode() + b"\0" + (GUEST / name).read_bytes())
+    wheel_names = sorted(p.name for p in wheels.glob("*.whl"))
+    h.update(b"\0" + json.dumps([sorted(requirements), wheel_names]).encode())
     return h.hexdigest()[:12]
 
 
 def build_vm_image() -> Path:
     """Return the image directory for the current recipe, building it if it is not cached."""
-    key = recipe_hash()
+    requirements, wheels = notebook_wheels()
+    key = recipe_hash(requirements, wheels)
     target = VM_CACHE / key
     if (target / MANIFEST).exists():
         log(f"vm image {key}: cached")
@@ -79,7 +101,7 @@ def build_vm_image() -> Path:
             return target
         work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=VM_CACHE))
         try:
-            _build(work, key)
+            _build(work, key, requirements, wheels)
             work.rename(target)  # atomic: the directory is complete or absent
         finally:
             _remove_tree(work)
@@ -115,7 +137,7 @@ def publish_vm_image(image: Path, root: Path) -> Path:
     return target
 
 
-def _build(out: Path, key: str) -> None:
+def _build(out: Path, key: str, requirements: list[str], wheels: Path) -> None:
     rootfs = out / "rootfs"
     mirror = host_debian_mirror(VM_RECIPE["suite"])
     env = {**os.environ, **apt_proxy_env(), "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
@@ -132,6 +154,7 @@ def _build(out: Path, key: str) -> None:
         _run(["chroot", rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends",
               *VM_RECIPE["packages"]], env=env)
         _run(["chroot", rootfs, "apt-get", "clean"], env=env)
+        _install_notebook_env(rootfs, key, requirements, wheels, env)
     policy.unlink()
     for name, dest in VM_RECIPE["files"].items():
         path = rootfs / dest
@@ -167,8 +190,35 @@ def _build(out: Path, key: str) -> None:
         "disk": DISK,
         "disk_format": "qcow2",
         "packages": VM_RECIPE["packages"],
+        "notebook_env": VM_RECIPE["notebook_env"],
+        "notebook_packages": requirements,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _install_notebook_env(rootfs: Path, key: str, requirements: list[str], wheels: Path, env: dict) -> None:
+    """The notebook venv, made and filled in the chroot by the guest's Python, offline."""
+    guest = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-c",
+                            "import sys; print(*sys.version_info[:2])"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    if [int(v) for v in guest] != list(sys.version_info[:2]):
+        raise RuntimeError(f"the guest's Python is {'.'.join(guest)}, the wheels are for this "
+                           f"builder's {sys.version_info[0]}.{sys.version_info[1]}: run the "
+                           "builder with a Python of the guest's version")
+    venv = VM_RECIPE["notebook_env"]
+    staged = rootfs / "tmp/notebook-wheels"
+    shutil.copytree(wheels, staged, ignore=shutil.ignore_patterns(".complete"))
+    (staged / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    log(f"vm image {key}: notebook environment {venv} ({' '.join(requirements)})")
+    try:
+        # umask 022: the environment is root's, run by the notebook users
+        _run(["chroot", rootfs, "/bin/sh", "-c",
+              f"umask 022 && /usr/bin/python3 -m venv {venv} && {venv}/bin/pip install -q "
+              "--no-cache-dir --no-index --find-links /tmp/notebook-wheels "
+              "-r /tmp/notebook-wheels/requirements.txt && "
+              f"{venv}/bin/jupyterhub-singleuser --version"], env=env)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _run(argv, env=None) -> None:

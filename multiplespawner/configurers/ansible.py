@@ -9,7 +9,7 @@ Each :meth:`AnsibleConfigurer.configure` call:
    file holding only the pinned host key, an empty ansible.cfg and, if ``wheel_dir`` is set, a
    tar of the wheels for the machine;
 3. runs ``ansible-playbook`` through ``ansible_runner.run`` in a bounded thread pool (never on
-   the event loop), with SSH set to use only the per-server key (no agent, no ``~/.ssh/config``)
+   the event loop), with SSH set to use only the given login key (no agent, no ``~/.ssh/config``)
    and ``StrictHostKeyChecking=yes``; each task result is passed to the progress callback as
    ``TASK [<name>] <ok|changed|skipped|failed|unreachable>``;
 4. on timeout or cancellation kills ansible-playbook and the workers it forked (they run in
@@ -94,6 +94,23 @@ def failure_message(event: dict, limit: int = 600) -> str:
         head = limit // 3
         text = text[:head] + " ... " + text[-(limit - head - 5):]
     return text
+
+
+async def _next_event(events: asyncio.Queue, timeout: float):
+    """``events.get()`` within ``timeout`` (else ``asyncio.TimeoutError``).
+
+    Not ``asyncio.wait_for``: before Python 3.12 it can return the item and drop a cancellation
+    that arrives as the item does (CPython gh-86296), and a cancelled spawn must stop Ansible.
+    """
+    getter = asyncio.ensure_future(events.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if not done:
+        raise asyncio.TimeoutError
+    return getter.result()
 
 
 def host_key_algorithm(public_key_line: str) -> str:
@@ -261,13 +278,20 @@ class AnsibleConfigurer(Configurer):
         return Path(self.playbook_dir) if self.playbook_dir else shared_path("playbooks")
 
     def playbook_variables(self, credentials, variables: dict) -> dict:
-        """The extra variables one run gets: defaults, then ``variables``, then the server's key."""
+        """The extra variables one run gets: defaults, then the trait ``variables``, then the
+        server's ``variables``.
+
+        ``notebook_user_authorized_key`` is never taken from the trait (the catalogue): it is the
+        server's ``variables`` value if the caller gives one (the spawner does: the per-server
+        key, or "" when the notebook user logs in with a CA certificate), else the public half of
+        the login ``credentials``.
+        """
         merged = {"notebook_env_packages": list(self.notebook_packages)}
         if self.index_url:
             merged["notebook_env_index_url"] = self.index_url
-        merged.update(self.variables)
-        merged.update(variables)
+        merged.update({k: v for k, v in self.variables.items() if k != "notebook_user_authorized_key"})
         merged["notebook_user_authorized_key"] = credentials.client_public_key
+        merged.update(variables)
         return merged
 
     async def configure(self, machine, credentials, variables, progress_callback=None, previous_hash=None):
@@ -400,7 +424,7 @@ class AnsibleConfigurer(Configurer):
         last_task = None
         playbook_pid = playbook_started = None
         try:
-            while (event := await asyncio.wait_for(events.get(), max(0, deadline - loop.time()))) is not None:
+            while (event := await _next_event(events, max(0, deadline - loop.time()))) is not None:
                 if playbook_pid is None and event.get("pid"):
                     playbook_pid = int(event["pid"])
                     playbook_started = process_start_time(playbook_pid)

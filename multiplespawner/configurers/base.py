@@ -1,12 +1,14 @@
 """The configurer contract: prepare a created machine for one notebook server.
 
 A configurer is handed a reachable :class:`~multiplespawner.providers.base.Machine` (host, port,
-admin account, pinned host key), the server's
-:class:`~multiplespawner.credentials.ServerCredentials` (the client key to log in with) and a dict
-of variables (notebook user name, uid, options from the template). It must:
+admin account, pinned host key), the credentials to log in with as that account (the server's
+:class:`~multiplespawner.credentials.ServerCredentials` on a created machine, the operator's
+admin key on a pool host: anything with ``client_key_path``, ``client_public_key`` and
+``known_hosts_line(host, port)``) and a dict of variables (notebook user name, uid, how the
+notebook user logs in, options from the template). It must:
 
 * never block the event loop (run blocking tools in bounded threads or subprocesses);
-* connect only with the per-server client key and only to a machine presenting the pinned host
+* connect only with the given client key and only to a machine presenting the pinned host
   key;
 * report progress through ``progress_callback(message)`` (a plain function or a coroutine
   function; the spawner turns each message into a progress event);

@@ -9,13 +9,17 @@ with the hub's id, the per-server key directories, the hub's tunnel sockets and 
 processes are counted and must be zero.
 """
 
+import asyncio
 import json
+import re
 import secrets
+from pathlib import Path
 
+import asyncssh
 import pytest
 import requests
 
-from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, hub_ca
 from tests.fixtures.procs import wait_until
 
 pytestmark = pytest.mark.slow
@@ -23,36 +27,45 @@ pytestmark = pytest.mark.slow
 USER = "alice"
 
 
-def machine_catalogue(image: str, configurer_variables=None, spawner_kwargs=None) -> dict:
+def machine_catalogue(image: str, configurer_variables=None, spawner_kwargs=None, *, provider="docker",
+                      name="container-machine", display_name="Container machine",
+                      notebook_env=NOTEBOOK_ENV, cpu=1, template_extra=None) -> dict:
+    """One ``virtual_machine`` template (and its deployment, same name) on ``provider``."""
     return {
-        "deployments": {"virtual_machine": [{"name": "container-machine", "provider": "docker", "image": image}]},
+        "deployments": {"virtual_machine": [{"name": name, "provider": provider, "image": image}]},
         "templates": [{
-            "name": "container-machine",
-            "display_name": "Container machine",
-            "description": "A fresh container, configured by Ansible, reached over SSH",
+            "name": name,
+            "display_name": display_name,
+            "description": f"A fresh {provider} machine, configured by Ansible, reached over SSH",
             "resource_type": "virtual_machine",
-            "providers": ["docker"],
-            "resources": {"cpu": {"default": 1, "min": 0.5, "max": 2},
+            "providers": [provider],
+            "resources": {"cpu": {"default": cpu, "min": 0.5, "max": 2},
                           "memory_mb": {"default": 1024, "min": 512, "max": 2048}},
             "spawner": {"class": "cloudsshspawner.CloudSSHSpawner",
                         "kwargs": {"default_url": "/lab", "keepalive_interval": 2, "term_timeout": 5,
                                    **(spawner_kwargs or {})}},
             "configurer": {"class": "ansible", "options": {
-                "timeout": 600,
-                "variables": {"notebook_env_path": NOTEBOOK_ENV, **(configurer_variables or {})},
+                "timeout": 900,
+                "variables": {"notebook_env_path": notebook_env, **(configurer_variables or {})},
             }},
+            **(template_extra or {}),
         }],
     }
 
 
 class MachineHub:
-    """A hub with one container-machine template, and counters for what it leaves behind."""
+    """A hub with one machine template, and counters for what it leaves behind.
 
-    def __init__(self, hub_factory, docker_engine, cat_dir, catalogue: dict, extra: str = ""):
+    ``docker_engine``: the docker-py client (None: no containers); ``libvirt``: ``(uri,
+    storage_dir)`` when the template's machines are libvirt VMs (see MachineCounter).
+    """
+
+    def __init__(self, hub_factory, docker_engine, cat_dir, catalogue: dict, extra: str = "", libvirt=None):
         self.hub_id = f"test-{secrets.token_hex(6)}"
         self.cat_file = cat_dir / "catalogue.json"
         self.cat_file.write_text(json.dumps(catalogue))
         self.docker = docker_engine
+        self.libvirt = libvirt
         self.hub = hub_factory(f"""
 c.JupyterHub.spawner_class = "multiple"
 c.MultipleSpawner.catalogue_paths = [{str(self.cat_file)!r}]
@@ -65,7 +78,7 @@ c.Spawner.poll_interval = 3
         self.hub.create_user(USER)
 
     def counter(self) -> MachineCounter:
-        return MachineCounter.of_hub(self.docker, self.hub_id, self.hub)
+        return MachineCounter.of_hub(self.docker, self.hub_id, self.hub, libvirt=self.libvirt)
 
     def failure(self, user_options=None) -> str:
         """Start a spawn that must fail; return the message the user sees."""
@@ -143,10 +156,53 @@ def test_container_machine_spawn_restart_stop(hub_factory, docker_engine, prepar
         docker_engine.containers.get(container.id)
 
 
+def test_certificate_authenticator_logs_in_with_a_ca_certificate(hub_factory, docker_engine, prepared_image, cat_dir):
+    """authenticator: certificate -> the notebook user has no authorized key; sshd trusts the
+    hub CA (set by the playbook) and the hub logs in with the per-server key's certificate."""
+    ca_file, ca = hub_ca(cat_dir)
+    catalogue = machine_catalogue(prepared_image, template_extra={
+        "authenticator": {"class": "certificate", "kwargs": {"validity_seconds": 3600}}})
+    mh = MachineHub(hub_factory, docker_engine, cat_dir, catalogue, f"c.CredentialStore.ca_key_file = {str(ca_file)!r}")
+    hub = mh.hub
+    model = hub.spawn(USER, timeout=900)
+    lease = model["state"]["machine"]
+    cert = asyncssh.import_certificate(lease["credentials"]["certificate"])
+    assert cert.principals == [USER] and cert.signing_key.public_data == ca.public_data
+    assert model["state"]["child_state"]["username"] == USER
+    assert hub.server_request(USER, "api/status").status_code == 200
+
+    (container,) = mh.counter().containers()
+    code, out = container.exec_run(["sh", "-c", f"ls -a ~{USER}/.ssh; cat /etc/ssh/jupyterhub_user_ca.pub; "
+                                                "grep TrustedUserCAKeys /etc/ssh/sshd_config.d/00-jupyterhub.conf"])
+    assert code == 0, out
+    assert "authorized_keys" not in out.decode()  # the certificate is the only way in
+    assert ca.export_public_key().decode().split()[1] in out.decode()
+    assert "TrustedUserCAKeys /etc/ssh/jupyterhub_user_ca.pub" in out.decode()
+    # sshd accepted a certificate from our CA for the notebook user (the tunnel's login)
+    ca_fingerprint = ca.get_fingerprint()
+    assert re.search(rf"Accepted publickey for {USER} from \S+ port \d+ ssh2: ED25519-CERT \S+ "
+                     rf"ID jupyterhub-\S+ \(serial \d+\) CA ED25519 {re.escape(ca_fingerprint)}",
+                     container.logs().decode()), container.logs().decode()[-3000:]
+
+    # the same per-server key without its certificate does not log in as the notebook user
+    machine = lease["machine"]
+    key = asyncssh.read_private_key(str(Path(lease["credentials"]["directory"]) / "id_ed25519"))
+
+    async def login_without_certificate():
+        known = asyncssh.import_known_hosts(f"[{machine['host']}]:{machine['port']} {machine['host_public_key']}\n")
+        async with asyncssh.connect(machine["host"], machine["port"], username=USER, client_keys=[key],
+                                    known_hosts=known, agent_path=None, password=None):
+            pass
+
+    with pytest.raises(asyncssh.PermissionDenied):
+        asyncio.run(login_without_certificate())
+
+    hub.stop_server(USER)
+    assert_nothing_left(mh)
+
+
 def test_orphan_is_reaped_at_hub_start(hub_factory, docker_engine, prepared_image, cat_dir):
     """A machine labelled for this hub that no server owns is destroyed when the hub starts."""
-    import asyncio
-
     from multiplespawner.credentials import CredentialStore
     from multiplespawner.providers.base import MachineSpec, Resources
     from multiplespawner.providers.docker import DockerProvider

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from tests.fixtures.machines import NOTEBOOK_ENV, MachineCounter, hub_ca
 from tests.fixtures.procs import wait_until
 from tests.fixtures.sshd import make_client_key
 from tests.integration.test_cloudssh_spawner import user_processes
@@ -16,7 +17,15 @@ from tests.integration.test_cloudssh_spawner import user_processes
 SINGLEUSER = "/opt/jupyterhub-multiplespawner/venv/bin/jupyterhub-singleuser"
 
 
-def pool_catalogue(hosts, key_path) -> dict:
+def pool_catalogue(hosts, key_path=None, template_extra=None) -> dict:
+    """A pool of ``hosts`` ((host, capacity) pairs; host with .host, .port, .host_key).
+
+    ``key_path``: the operator's key for the users on hosts prepared beforehand (the project
+    venv's jupyterhub-singleuser runs there). None: the template's configurer prepares them.
+    """
+    kwargs = {"default_url": "/lab", "keepalive_interval": 2, "term_timeout": 5}
+    if key_path is not None:
+        kwargs.update(ssh_key_path=str(key_path), remote_python="/usr/bin/python3", cmd=[SINGLEUSER])
     return {
         "deployments": {
             "bare_metal": [{
@@ -33,19 +42,20 @@ def pool_catalogue(hosts, key_path) -> dict:
             "display_name": "Lab on a pool host",
             "resource_type": "bare_metal",
             "providers": ["pool"],
-            "spawner": {
-                "class": "cloudsshspawner.CloudSSHSpawner",
-                "kwargs": {
-                    "ssh_key_path": str(key_path),
-                    "remote_python": "/usr/bin/python3",
-                    "cmd": [SINGLEUSER],
-                    "default_url": "/lab",
-                    "keepalive_interval": 2,
-                    "term_timeout": 5,
-                },
-            },
+            "spawner": {"class": "cloudsshspawner.CloudSSHSpawner", "kwargs": kwargs},
+            **(template_extra or {}),
         }],
     }
+
+
+def configured_pool_catalogue(host, authenticator="certificate", **variables) -> dict:
+    """One pool host (capacity 2) that the template's AnsibleConfigurer prepares (the prepared
+    image's environment at NOTEBOOK_ENV); the notebook user logs in with ``authenticator``."""
+    return pool_catalogue([(host, 2)], template_extra={
+        "authenticator": {"class": authenticator},
+        "configurer": {"class": "ansible", "options": {
+            "timeout": 600, "variables": {"notebook_env_path": NOTEBOOK_ENV, **variables}}},
+    })
 
 
 def hub_config(cat_file) -> str:
@@ -133,3 +143,59 @@ def test_two_hosts_share_the_load(sshd_factory, unix_user, hub_factory, tmp_path
     assert r.status_code == 503 and "All 2 hosts" in r.json()["message"]
     for user in users[:2]:
         hub.stop_server(user)
+
+
+def test_a_configured_pool_host_skips_ansible_when_nothing_changed(configurable_pool_host, hub_factory, tmp_path):
+    """A pool host the hub configures (certificate logins: nothing per spawn reaches the host):
+    the second spawn skips Ansible, a changed variable runs it again, and after a hub restart
+    the hash recorded in a running server's state still counts."""
+    host, user = configurable_pool_host, "alice"
+    ca_file, _ = hub_ca(tmp_path)
+    cat_file = tmp_path / "catalogue.json"
+
+    def write_catalogue(**variables):
+        cat_file.write_text(json.dumps(configured_pool_catalogue(host, **variables)))
+
+    write_catalogue()
+    hub = hub_factory(hub_config(cat_file) + f"""
+c.JupyterHub.allow_named_servers = True
+c.CredentialStore.ca_key_file = {str(ca_file)!r}
+c.MachineOrchestrator.pool_admin_key_file = {str(host.admin_key)!r}
+""")
+    hub.create_user(user)
+
+    def nothing_left() -> dict:  # per-server keys, tunnels, Ansible's ssh processes (no machines here)
+        return MachineCounter.of_hub(None, "-", hub).wait_for_nothing_left()
+
+    def spawn(server_name=""):
+        """Spawn; return (Ansible task lines, "already configured" lines) this spawn logged."""
+        before = hub.log_text()
+        model = hub.spawn(user, server_name, timeout=600)
+        assert model["state"]["machine"]["kind"] == "pool"
+        wait_until(lambda: hub.server_request(user, "api/status", server_name).status_code == 200,
+                   timeout=60, message="lab answers")
+        new = hub.log_text()[len(before):]  # the logs only grow (a restart adds a file)
+        return new.count(": Configuring: TASK ["), new.count(": Machine already configured")
+
+    tasks, skipped = spawn()
+    assert tasks > 5 and skipped == 0  # the first spawn configures the host
+    hub.stop_server(user)
+    assert nothing_left() == {}
+
+    assert spawn() == (0, 1)  # same host, playbooks and variables: Ansible does not run
+    hub.stop_server(user)
+
+    write_catalogue(notebook_user_shell="/bin/sh")  # the catalogue is re-read at the next spawn
+    tasks, skipped = spawn()
+    assert tasks > 5 and skipped == 0
+    code, out = host.container.exec_run(["getent", "passwd", user])
+    assert out.decode().strip().endswith(":/bin/sh"), out
+
+    # the hub restarts with that server running: its state holds the host's hash
+    hub.restart()
+    wait_until(lambda: hub.server_request(user, "api/status").status_code == 200, timeout=90,
+               message="lab after the restart")
+    assert spawn("second") == (0, 1)
+    hub.stop_server(user, "second")
+    hub.stop_server(user)
+    assert nothing_left() == {}

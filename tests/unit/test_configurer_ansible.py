@@ -136,23 +136,24 @@ def test_tree_digest_sees_content_and_names(tmp_path):
     assert mod.tree_digest(tmp_path) == third
 
 
-def test_variables_precedence_and_the_authorized_key_comes_from_the_credentials(credentials):
+def test_variables_precedence_and_the_authorized_key_comes_from_the_server(credentials):
     configurer = AnsibleConfigurer(
-        variables={"notebook_env_path": "/opt/nb", "notebook_user_sudo": False},
+        variables={"notebook_env_path": "/opt/nb", "notebook_user_sudo": False,
+                   "notebook_user_authorized_key": "ssh-ed25519 AAAA attacker"},
         notebook_packages=["jupyterhub==9.9"], index_url="https://pypi.example/simple",
     )
-    merged = configurer.playbook_variables(
-        credentials, {"notebook_user_name": "alice", "notebook_user_sudo": True,
-                      "notebook_user_authorized_key": "ssh-ed25519 AAAA attacker"},
-    )
+    merged = configurer.playbook_variables(credentials, {"notebook_user_name": "alice", "notebook_user_sudo": True})
     assert merged == {
         "notebook_env_packages": ["jupyterhub==9.9"],
         "notebook_env_index_url": "https://pypi.example/simple",
         "notebook_env_path": "/opt/nb",
         "notebook_user_name": "alice",
         "notebook_user_sudo": True,
-        "notebook_user_authorized_key": CLIENT_KEY,
+        "notebook_user_authorized_key": CLIENT_KEY,  # the catalogue's value is ignored
     }
+    # the server's own variables name the notebook user's key (none: a CA certificate logs in)
+    assert configurer.playbook_variables(
+        credentials, {"notebook_user_authorized_key": ""})["notebook_user_authorized_key"] == ""
 
 
 def test_default_packages_pin_the_hubs_jupyterhub():

@@ -107,7 +107,7 @@ async def test_certificate_signed_by_the_hub_ca(tmp_path):
     ca_file = tmp_path / "ca"
     ca.write_private_key(str(ca_file))
     store = CredentialStore(base_dir=str(tmp_path / "keys"), ca_key_file=str(ca_file), certificate_validity=600)
-    creds = await store.create("erin", principals=["erin"])
+    creds = await store.create("erin", certificate_principals=["erin"])
     assert mode(creds.certificate_path) == 0o600
     cert = asyncssh.import_certificate(creds.certificate)
     assert cert.principals == ["erin"]
@@ -117,3 +117,24 @@ async def test_certificate_signed_by_the_hub_ca(tmp_path):
     with pytest.raises(ValueError):
         cert.validate(CERT_TYPE_USER, "mallory")
     assert store.from_state(creds.to_state()).certificate == creds.certificate
+    # the tunnels and commands only, as "restrict,port-forwarding" on an authorized key
+    assert cert.options == {"permit-port-forwarding": True}
+    assert await store.ca_public_key() == ca.export_public_key().decode().strip()
+    # a template's validity wins over the store's; no principals: no certificate
+    short = await store.create("erin", certificate_principals=["erin"], certificate_validity=120)
+    short_cert = asyncssh.import_certificate(short.certificate)
+    assert short_cert._valid_before - short_cert._valid_after == 180  # 60 s backdated
+    assert (await store.create("frank")).certificate == ""
+
+
+async def test_a_certificate_needs_the_ca(store):
+    with pytest.raises(ValueError, match="ca_key_file is not set"):
+        await store.create("erin", certificate_principals=["erin"])
+    with pytest.raises(ValueError, match="no hub CA"):
+        await store.ca_public_key()
+
+
+async def test_a_known_host_key_is_kept_and_none_generated(store):
+    creds = await store.create("pool", host_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPool")
+    assert creds.host_public_key == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPool"
+    assert creds.host_private_key == ""

@@ -1,0 +1,50 @@
+"""libvirt machines through a real hub: the failure paths that need no VM to boot.
+
+The whole chain on a booted VM (create -> wait -> Ansible -> CloudSSHSpawner -> a cell runs ->
+stop) is ``tests/e2e/test_full_chain.py[vm]``: one VM boot under emulation takes one to three
+minutes, so it runs once, in the browser. Here a spawn fails at create (the image is missing:
+no domain is defined) and at wait (the domain runs, but sshd cannot answer within the 5 s
+ready_timeout: QEMU has barely started the kernel). Both must leave zero domains labelled for
+the hub, zero files in the provider's storage directory, zero per-server keys and tunnels, and
+tell the user which step failed and why. Failures later in the path (configure, start) are the
+same code as for container machines (test_machines_docker.py) and the provider's own cleanup
+on every failure is tested in test_libvirt_provider.py.
+"""
+
+import secrets
+
+import pytest
+import requests
+
+from multiplespawner.machines import DEFAULT_NOTEBOOK_ENV
+from tests.integration.test_machines_docker import MachineHub, machine_catalogue
+
+pytestmark = pytest.mark.slow
+
+FAULTS = {
+    # phase: (image, ready_timeout, words the user's message must contain)
+    "create": ("/nonexistent/vm-image", 600, ["The create step failed", "is incomplete or missing",
+                                             "python -m images.vm build"]),
+    "wait": (None, 5, ["The wait step failed", "did not answer over SSH", "--- console ---"]),
+}
+
+
+@pytest.mark.parametrize("phase", list(FAULTS))
+def test_fault_on_the_vm_path_leaves_nothing(phase, hub_factory, libvirt_uri, vm_image, libvirt_storage, tmp_path):
+    image, ready_timeout, words = FAULTS[phase]
+    tmp_path.chmod(0o755)
+    storage = libvirt_storage / f"hub-{secrets.token_hex(4)}"
+    catalogue = machine_catalogue(image or str(vm_image), provider="libvirt", name="vm-machine",
+                                  notebook_env=DEFAULT_NOTEBOOK_ENV)
+    mh = MachineHub(hub_factory, None, tmp_path, catalogue, f"""
+c.MachineOrchestrator.provider_options = {{"libvirt": {{"uri": {libvirt_uri!r}, "storage_dir": {str(storage)!r}}}}}
+c.MachineOrchestrator.ready_timeout = {ready_timeout}
+""", libvirt=(libvirt_uri, storage))
+    message = mh.failure()
+    for word in words:
+        assert word in message, message
+    left = mh.counter().wait_for_nothing_left()
+    assert left == {}, f"left behind: {left}"
+    if phase == "wait":  # the domain existed: its directory was made, then removed
+        assert "Machine jh-" in mh.hub.log_text() and "destroyed libvirt machine" in mh.hub.log_text()
+    assert requests.get(f"{mh.hub.api_url}/", timeout=10).status_code == 200
