@@ -11,7 +11,11 @@ Log lines above DEBUG never carry values from the user (submitted data, DNs buil
 separate ``shown`` text, which may quote the user's own data back to them.
 """
 
-from jupyterhub.spawner import SpawnException
+try:
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5 has none: LDAPSpawnError is then a plain tornado HTTPError
+    SpawnException = None
+    from tornado.web import HTTPError
 
 
 class DirectoryError(Exception):
@@ -57,15 +61,28 @@ class UserDataError(ValueError):
         self.shown = shown or message
 
 
-class LDAPSpawnError(SpawnException):
-    """Stops the spawn; JupyterHub shows ``message`` to the user and logs ``log_message``."""
+class LDAPSpawnError(SpawnException or HTTPError):
+    """Stops the spawn; JupyterHub shows ``message`` to the user and logs ``log_message``.
+
+    On JupyterHub 5 (no ``SpawnException``) it is an ``HTTPError`` whose tornado
+    ``log_message`` is the user's ``message`` (what JupyterHub 5 answers with), and ``str()``
+    keeps the operator's detail for the log.
+    """
+
+    def __init__(self, message: str, *, reason: str, log_message: str = "", status_code: int = 500):
+        if SpawnException is None:
+            super().__init__(status_code, message)
+            self.message, self.reason = message, reason
+        else:
+            super().__init__(message, reason=reason, log_message=log_message, status_code=status_code)
+        self.detail = log_message or message
 
     @property
     def jupyterhub_message(self) -> str:
         return self.message
 
     def __str__(self) -> str:
-        return self.log_message
+        return self.detail
 
 
 UNAVAILABLE_MESSAGE = (

@@ -428,7 +428,7 @@ async def setup_ldap_entry_hook(spawner) -> EntryResult:
         return await EntrySetup(ldap, spawner).run()
     except (DirectoryError, LDAPConfigError, UserDataError) as e:
         error = spawn_error(e, spawner.user.name)
-        spawner.log.error(error.log_message)
+        spawner.log.error(str(error))
         if isinstance(e, UserDataError) and e.shown != str(e):
             spawner.log.debug("LDAP: user %s was told: %s", spawner.user.name, e.shown)
         raise error from e

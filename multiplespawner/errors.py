@@ -13,7 +13,23 @@ JupyterHub counts a ``SpawnException`` as a handled failure: it does not add to
 
 from __future__ import annotations
 
-from jupyterhub.spawner import SpawnException
+try:
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5 has no SpawnException; this is JupyterHub 6's contract
+    from tornado.web import HTTPError
+
+    class SpawnException(HTTPError):
+        """JupyterHub 6's ``SpawnException`` (message, reason, log_message, status_code) for
+        JupyterHub 5, which answers with ``log_message``: it is the user's ``message`` there, and
+        the operator's detail is what ``str()`` gives the log."""
+
+        def __init__(self, message, *, reason, log_message="", message_html="", status_code=400):
+            super().__init__(status_code, message)  # tornado's log_message: what JupyterHub 5 shows
+            self.message, self.reason, self.message_html = message, reason, message_html
+            self.detail = log_message or message
+
+        def __str__(self) -> str:
+            return self.detail
 
 
 class SpawnError(SpawnException):

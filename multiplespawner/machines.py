@@ -70,7 +70,7 @@ from pathlib import Path
 
 import asyncssh
 
-from jupyterhub.spawner import SpawnException
+from .errors import SpawnException
 from tornado.web import HTTPError
 from traitlets import Dict, Float, Unicode, default
 from traitlets.config import LoggingConfigurable

@@ -27,7 +27,7 @@ import threading
 import time
 from importlib.metadata import entry_points
 
-from jupyterhub.spawner import SpawnException, Spawner
+from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default
 from traitlets.utils.importstring import import_item
@@ -40,7 +40,7 @@ from .catalogue import (
     shared_source,
 )
 from .choices import Choice, resolve_choice
-from .errors import failed, user_facing
+from .errors import SpawnException, failed, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
 from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once

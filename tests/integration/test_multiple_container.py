@@ -41,6 +41,17 @@ c.JupyterHub.hub_ip = {gateway!r}
 c.JupyterHub.hub_connect_ip = {gateway!r}
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
+
+
+async def pre_spawn_hook(spawner):
+    # the broken server fails in milliseconds: give the test time to open its progress stream
+    # (once the failure is handled the hub answers 400 "not starting" and the message is gone)
+    if spawner.name == "broken":
+        import asyncio
+        await asyncio.sleep(2)
+
+
+c.Spawner.pre_spawn_hook = pre_spawn_hook
 """)
     hub.create_user("ann")
     r = hub.api("POST", "/users/ann/server", json={"user_options": {"template": "box", "cpu": 1, "memory_mb": 512}})
