@@ -201,8 +201,10 @@ def test_certificate_authenticator_logs_in_with_a_ca_certificate(hub_factory, do
     assert_nothing_left(mh)
 
 
-def test_orphan_is_reaped_at_hub_start(hub_factory, docker_engine, prepared_image, cat_dir):
-    """A machine labelled for this hub that no server owns is destroyed when the hub starts."""
+def test_orphans_are_reaped_at_first_spawn_and_at_hub_start(hub_factory, docker_engine, prepared_image, cat_dir):
+    """Machines labelled for this hub that no server owns are destroyed (and logged): before the
+    first machine of a hub process is created, and at hub start when the hub loads a running
+    machine-backed server's state."""
     from multiplespawner.credentials import CredentialStore
     from multiplespawner.providers.base import MachineSpec, Resources
     from multiplespawner.providers.docker import DockerProvider
@@ -221,20 +223,30 @@ def test_orphan_is_reaped_at_hub_start(hub_factory, docker_engine, prepared_imag
         await store.remove(creds)
         return machine
 
-    orphan = asyncio.run(make_orphan())
+    orphans = [asyncio.run(make_orphan())]
     try:
         # the hub runs no machine-backed server: the first spawn's orphan check reaps it
         mh.hub.spawn(USER, timeout=900)
-        assert [c.id for c in mh.counter().containers()] != [] and orphan.id not in [
-            c.id for c in mh.counter().containers()]
-        assert f"Reaping docker machine {orphan.id}" in mh.hub.log_text()
+        ids = [c.id for c in mh.counter().containers()]
+        assert len(ids) == 1 and orphans[0].id not in ids
+        assert f"Reaping docker machine {orphans[0].id}" in mh.hub.log_text()
+
+        # a machine left behind while the hub is down is reaped when the hub starts again and
+        # loads the running server's state; the server keeps running
+        orphans.append(asyncio.run(make_orphan()))
+        mh.hub.restart()
+        wait_until(lambda: f"Reaping docker machine {orphans[1].id}" in mh.hub.log_text(), timeout=60,
+                   message="orphan reaped at hub start")
+        assert [c.id for c in mh.counter().containers()] == ids
+        assert mh.hub.server_request(USER, "api/status").status_code == 200
         mh.hub.stop_server(USER)
         assert_nothing_left(mh)
     finally:
-        try:
-            docker_engine.containers.get(orphan.id).remove(force=True)
-        except Exception:
-            pass
+        for orphan in orphans:
+            try:
+                docker_engine.containers.get(orphan.id).remove(force=True)
+            except Exception:
+                pass
 
 
 FAULTS = {
