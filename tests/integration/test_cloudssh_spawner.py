@@ -118,6 +118,26 @@ def lab_answers(hub, user) -> bool:
     return r.status_code == 200 and "started" in r.json()
 
 
+def readable_by_others(needle: bytes, *roots: Path) -> list[Path]:
+    """Regular files under ``roots`` that contain ``needle`` and that other users can read: the
+    file is world-readable and every directory above it world-searchable."""
+
+    def reachable(path: Path) -> bool:
+        return all(parent.stat().st_mode & 0o001 for parent in path.parents)
+
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            try:
+                st = path.lstat()
+                if path.is_file() and not path.is_symlink() and st.st_mode & 0o004 and reachable(path) \
+                        and st.st_size < 16 * 1024 * 1024 and needle in path.read_bytes():
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
 def test_spawn_reach_lab_stop(machine, hub_factory):
     hub = hub_factory(machine.config())
     hub.create_user(machine.user)
@@ -143,6 +163,8 @@ def test_spawn_reach_lab_stop(machine, hub_factory):
     assert f"JUPYTERHUB_API_URL=http://127.0.0.1:{state['api_port']}/hub/api".encode() in environ
     log = Path(f"/home/{machine.user}/.jupyterhub-cloudssh/default.log")
     assert log.stat().st_mode & 0o777 == 0o600 and log.parent.stat().st_mode & 0o777 == 0o700
+    # no file other users can read holds the token (Jupyter's runtime files sit in a 0700 dir)
+    assert readable_by_others(token, Path(f"/home/{machine.user}"), Path("/tmp"), Path("/var/tmp")) == []
     # one SSH connection carries both forwards and the commands
     assert len(machine.sshd.connections()) == 1
 
