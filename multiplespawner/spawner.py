@@ -28,6 +28,7 @@ import time
 from importlib.metadata import entry_points
 
 from jupyterhub.spawner import Spawner
+from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default
 from traitlets.utils.importstring import import_item
@@ -269,11 +270,12 @@ class MultipleSpawner(Spawner):
         values = self._placeholder_values(choice)
         try:
             cls = spawner_class_for(t.spawner_class)
+            mapped = _resource_kwargs(cls, choice)
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
             raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
         kwargs = resolve_placeholders(t.spawner_kwargs, values)
-        kwargs.update(_resource_kwargs(cls, choice))
+        kwargs.update(mapped)
         self.choice = choice
         self._record = {
             "template": t.name,
@@ -593,8 +595,9 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
 
     ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
     KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
-    GPUs become a Docker device request for DockerSpawner and ``extra_resource_limits`` for
-    KubeSpawner.
+    GPUs become a Docker device request for DockerSpawner; KubeSpawner children get
+    :func:`_kubespawner_kwargs` on top. Raises :class:`TemplateError` for a template whose
+    ``spawner.kwargs`` cannot work with the mapping.
     """
     kwargs: dict = {}
     resources = choice.resources
@@ -603,13 +606,41 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
     if "memory_mb" in resources:
         kwargs["mem_limit"] = f"{int(resources['memory_mb'])}M"
     gpus = resources.get("gpus")
-    if gpus:
-        names = {c.__name__ for c in cls.__mro__}
-        if "DockerSpawner" in names:
-            extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
-            extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
-            kwargs["extra_host_config"] = extra
-        elif "KubeSpawner" in names:
-            kwargs["extra_resource_limits"] = {"nvidia.com/gpu": str(int(gpus))}
+    names = {c.__name__ for c in cls.__mro__}
+    if "KubeSpawner" in names:
+        kwargs.update(_kubespawner_kwargs(choice.template.spawner_kwargs, kwargs, gpus))
+    elif gpus and "DockerSpawner" in names:
+        extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
+        extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
+        kwargs["extra_host_config"] = extra
     return kwargs
 
+
+def _kubespawner_kwargs(template_kwargs: dict, limits: dict, gpus) -> dict:
+    """What a KubeSpawner child needs besides ``cpu_limit``/``mem_limit`` (``limits``).
+
+    - ``profile_list`` is emptied: KubeSpawner applies its default profile's
+      ``kubespawner_override`` when it starts, which would replace the chosen resources and the
+      template's traits (a ``c.KubeSpawner.profile_list`` reaches the child through the
+      configuration). The catalogue takes its place, so a template that sets one is refused.
+    - A ``cpu_guarantee``/``mem_guarantee`` the template sets is lowered to the chosen limit:
+      Kubernetes refuses a pod whose request exceeds its limit. Without one, Kubernetes makes
+      the request equal to the limit.
+    - GPUs are the ``nvidia.com/gpu`` extended resource, added to the template's
+      ``extra_resource_limits``.
+    """
+    if "profile_list" in template_kwargs:
+        raise TemplateError("KubeSpawner's profile_list cannot be set in a template; the catalogue's "
+                            "templates and resource choices take its place")
+    kwargs: dict = {"profile_list": []}
+    if "cpu_limit" in limits and template_kwargs.get("cpu_guarantee") is not None:
+        kwargs["cpu_guarantee"] = min(float(template_kwargs["cpu_guarantee"]), limits["cpu_limit"])
+    if "mem_limit" in limits and template_kwargs.get("mem_guarantee") is not None:
+        as_bytes = ByteSpecification().validate
+        kwargs["mem_guarantee"] = min(as_bytes(None, template_kwargs["mem_guarantee"]),
+                                      as_bytes(None, limits["mem_limit"]))
+    if gpus:
+        extra = dict(template_kwargs.get("extra_resource_limits", {}))
+        extra["nvidia.com/gpu"] = str(int(gpus))
+        kwargs["extra_resource_limits"] = extra
+    return kwargs
