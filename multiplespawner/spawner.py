@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from importlib.metadata import entry_points
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, List, Unicode, default
+from traitlets import Float, List, Unicode, default, observe
 from traitlets.utils.importstring import import_item
 
 from .catalogue import (
@@ -363,10 +364,11 @@ class MultipleSpawner(Spawner):
     def _build_child(self, cls: type[Spawner], kwargs: dict) -> Spawner:
         """Instantiate the child with the hub's plumbing, our config, and the template's kwargs."""
         plumbing = {name: getattr(self, name) for name in _PLUMBING}
+        # No user_options: ours (template, resources, ...) mean nothing to the child, whose
+        # traits carry the choice; batchspawner would put each one into its job script's variables.
         child = cls(
             config=self.config,
             _deprecated_db_session=self._deprecated_db_session,
-            user_options=dict(self.user_options or {}),
             **plumbing,
             **kwargs,
         )
@@ -413,6 +415,16 @@ class MultipleSpawner(Spawner):
                 yield event
 
     _child_start_begun = False
+
+    @observe("port")
+    def _forward_reported_port(self, change):
+        """A port reported to the hub while the child starts belongs to the child.
+
+        batchspawner's job reports the notebook's port to ``/hub/api/batchspawner``, which sets
+        it on the hub's spawner (this one) while the child's ``start`` waits for it.
+        """
+        if self.child is not None and self._child_start_begun and self._spawn_pending:
+            self.child.port = change.new
 
     # ---- start / poll / stop -----------------------------------------------------------
     async def start(self):
@@ -593,19 +605,28 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
 
     ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
     KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
-    GPUs become a Docker device request for DockerSpawner and ``extra_resource_limits`` for
-    KubeSpawner.
+    batchspawner's spawners also get the job's request: ``req_nprocs`` (whole CPUs, rounded
+    up) and ``req_memory`` (``<MiB>M``, as sbatch's ``--mem`` takes it). GPUs become a Docker
+    device request for DockerSpawner, ``extra_resource_limits`` for KubeSpawner and
+    ``req_gres`` (``gpu:<n>``) for SlurmSpawner.
     """
     kwargs: dict = {}
     resources = choice.resources
+    batch = cls.class_traits().keys() >= {"req_nprocs", "req_memory"}
     if "cpu" in resources:
         kwargs["cpu_limit"] = float(resources["cpu"])
+        if batch:
+            kwargs["req_nprocs"] = str(math.ceil(resources["cpu"]))
     if "memory_mb" in resources:
         kwargs["mem_limit"] = f"{int(resources['memory_mb'])}M"
+        if batch:
+            kwargs["req_memory"] = kwargs["mem_limit"]
     gpus = resources.get("gpus")
     if gpus:
         names = {c.__name__ for c in cls.__mro__}
-        if "DockerSpawner" in names:
+        if "req_gres" in cls.class_traits():
+            kwargs["req_gres"] = f"gpu:{int(gpus)}"
+        elif "DockerSpawner" in names:
             extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
             extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
             kwargs["extra_host_config"] = extra
