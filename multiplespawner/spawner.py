@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from importlib.metadata import entry_points
@@ -30,7 +31,7 @@ from importlib.metadata import entry_points
 from jupyterhub.spawner import Spawner
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, List, Unicode, default
+from traitlets import Float, List, Unicode, default, observe
 from traitlets.utils.importstring import import_item
 
 from .catalogue import (
@@ -286,7 +287,14 @@ class MultipleSpawner(Spawner):
             "environment": resolve_placeholders(t.environment, values),
             "lifetime_minutes": choice.lifetime_minutes,
         }
-        self.child = self._build_child(cls, kwargs)
+        try:
+            self.child = self._build_child(cls, kwargs)
+        except SpawnException:
+            raise
+        except Exception as e:  # a trait value the class refuses, a child that cannot set itself up
+            self.log.error("Template %s (catalogue %s): building %s failed: %r", t.name, t.version, cls.__name__, e)
+            raise failed(f"Template {t.name!r} cannot be used: {cls.__name__} could not be set up: {e}",
+                         "template_error") from e
         applied = await self._apply_group_overrides_to_child(protected=set(kwargs))
         self._record["child_kwargs"] = {**applied, **kwargs}
         self._adopt_child_timeouts()
@@ -365,10 +373,11 @@ class MultipleSpawner(Spawner):
     def _build_child(self, cls: type[Spawner], kwargs: dict) -> Spawner:
         """Instantiate the child with the hub's plumbing, our config, and the template's kwargs."""
         plumbing = {name: getattr(self, name) for name in _PLUMBING}
+        # No user_options: ours (template, resources, ...) mean nothing to the child, whose
+        # traits carry the choice; batchspawner would put each one into its job script's variables.
         child = cls(
             config=self.config,
             _deprecated_db_session=self._deprecated_db_session,
-            user_options=dict(self.user_options or {}),
             **plumbing,
             **kwargs,
         )
@@ -415,6 +424,16 @@ class MultipleSpawner(Spawner):
                 yield event
 
     _child_start_begun = False
+
+    @observe("port")
+    def _forward_reported_port(self, change):
+        """A port reported to the hub while the child starts belongs to the child.
+
+        batchspawner's job reports the notebook's port to ``/hub/api/batchspawner``, which sets
+        it on the hub's spawner (this one) while the child's ``start`` waits for it.
+        """
+        if self.child is not None and self._child_start_begun and self._spawn_pending:
+            self.child.port = change.new
 
     # ---- start / poll / stop -----------------------------------------------------------
     async def start(self):
@@ -595,20 +614,29 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
 
     ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
     KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
-    GPUs become a Docker device request for DockerSpawner; KubeSpawner children get
-    :func:`_kubespawner_kwargs` on top. Raises :class:`TemplateError` for a template whose
-    ``spawner.kwargs`` cannot work with the mapping.
+    batchspawner's spawners also get the job's request: ``req_nprocs`` (whole CPUs, rounded
+    up) and ``req_memory`` (``<MiB>M``, as sbatch's ``--mem`` takes it). GPUs become a Docker
+    device request for DockerSpawner and ``req_gres`` (``gpu:<n>``) for SlurmSpawner;
+    KubeSpawner children get :func:`_kubespawner_kwargs` on top. Raises :class:`TemplateError`
+    for a template whose ``spawner.kwargs`` cannot work with the mapping.
     """
     kwargs: dict = {}
     resources = choice.resources
+    batch = cls.class_traits().keys() >= {"req_nprocs", "req_memory"}
     if "cpu" in resources:
         kwargs["cpu_limit"] = float(resources["cpu"])
+        if batch:
+            kwargs["req_nprocs"] = str(math.ceil(resources["cpu"]))
     if "memory_mb" in resources:
         kwargs["mem_limit"] = f"{int(resources['memory_mb'])}M"
+        if batch:
+            kwargs["req_memory"] = kwargs["mem_limit"]
     gpus = resources.get("gpus")
     names = {c.__name__ for c in cls.__mro__}
     if "KubeSpawner" in names:
         kwargs.update(_kubespawner_kwargs(choice.template.spawner_kwargs, kwargs, gpus))
+    elif gpus and "req_gres" in cls.class_traits():
+        kwargs["req_gres"] = f"gpu:{int(gpus)}"
     elif gpus and "DockerSpawner" in names:
         extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
         extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]

@@ -3,7 +3,7 @@
 * Tests are marked ``unit``, ``integration`` or ``e2e`` by the folder they live in.
 * With ``CI=true`` a skipped integration or e2e test fails the run: CI must exercise the real
   services, not quietly pass around them.
-* Service fixtures (slapd, sshd, dockerd, nginx, JupyterHub, Chromium) come from
+* Service fixtures (slapd, sshd, dockerd, nginx, JupyterHub, Chromium, SLURM) come from
   ``tests/fixtures/`` and are registered below.
 """
 
@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.machines",
     "tests.fixtures.moto",
     "tests.fixtures.libvirt",
+    "tests.fixtures.slurm",
 ]
 
 _KINDS = ("unit", "integration", "e2e")

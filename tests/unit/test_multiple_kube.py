@@ -284,3 +284,31 @@ async def test_state_rebuilds_the_same_kubespawner_after_a_hub_restart(api_serve
     assert (child.cpu_limit, child.mem_limit, child.extra_resource_limits) == (2.0, 2048 * MiB, {"nvidia.com/gpu": "1"})
     assert child.profile_list == []
     assert restarted.get_state() == state
+
+
+async def test_a_hub_without_kube_config_gets_a_clear_template_error(hub, tmp_path, monkeypatch):
+    """No kube config and not inside a cluster: KubeSpawner cannot be built; the spawn stops
+    with a template error that says so (not a 500 with a traceback)."""
+    monkeypatch.setattr(kubernetes_asyncio.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION",
+                        str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    saved = kubernetes_asyncio.client.Configuration.get_default_copy()
+    kube_clients.load_config.cache_clear()
+    try:
+        with pytest.raises(SpawnException) as info:
+            await hub("", {"template": "kube"}, _template())
+    finally:
+        kube_clients.load_config.cache_clear()
+        kubernetes_asyncio.client.Configuration.set_default(saved)
+    assert info.value.reason == "template_error" and info.value.status_code == 500
+    assert info.value.message.startswith("Template 'kube' cannot be used: KubeSpawner could not be set up: ")
+
+
+async def test_a_trait_value_the_child_refuses_is_a_template_error(hub):
+    template = _template(name="bad", spawner_class="jupyterhub.spawner.LocalProcessSpawner")
+    template["spawner"]["kwargs"] = {"cmd": 5}
+    with pytest.raises(SpawnException) as info:
+        await hub("", {"template": "bad"}, template)
+    assert info.value.reason == "template_error"
+    assert "LocalProcessSpawner could not be set up" in info.value.message and "cmd" in info.value.message

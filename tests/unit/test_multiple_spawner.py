@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from batchspawner import SlurmSpawner, TorqueSpawner
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import LocalProcessSpawner
 
@@ -49,6 +50,34 @@ def test_resource_kwargs(tmp_path):
     assert kwargs["extra_host_config"]["device_requests"][0]["Count"] == 2
     assert "extra_host_config" not in _resource_kwargs(LocalProcessSpawner, choice)
     assert DockerSpawner(**_resource_kwargs(DockerSpawner, choice)).mem_limit == 512 * 1024 * 1024
+
+
+def test_resource_kwargs_for_batchspawner(tmp_path):
+    """A batch job asks the batch system for the chosen resources: whole CPUs, MiB, GPUs as gres."""
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({
+        "deployments": {"batch": [{"name": "cluster", "provider": "slurm"}]},
+        "templates": [{"name": "job", "resource_type": "batch", "providers": ["slurm"],
+                       "resources": {"cpu": {"default": 1, "min": 0.5, "max": 4},
+                                     "memory_mb": {"default": 512, "max": 4096},
+                                     "gpus": {"default": 0, "max": 2}},
+                       "spawner": {"class": "batchspawner.SlurmSpawner"}}],
+    }))
+    catalogue = load_catalogue([f])
+
+    def kwargs_for(cls, **options):
+        return _resource_kwargs(cls, resolve_choice(catalogue, options, user_name="a", groups=[], admin=False))
+
+    kwargs = kwargs_for(SlurmSpawner, cpu=1.5, memory_mb=2048, gpus=2)
+    assert kwargs == {"cpu_limit": 1.5, "req_nprocs": "2", "mem_limit": "2048M", "req_memory": "2048M",
+                      "req_gres": "gpu:2"}
+    child = SlurmSpawner(**kwargs)  # the job script's {{nprocs}}, {{memory}}, {{gres}}
+    assert (child.req_nprocs, child.req_memory, child.req_gres) == ("2", "2048M", "gpu:2")
+    assert kwargs_for(SlurmSpawner, cpu=0.5)["req_nprocs"] == "1"
+    assert "req_gres" not in kwargs_for(SlurmSpawner)  # no GPUs chosen, none asked for
+    # other batch systems get CPUs and memory (their scripts have no gres)
+    assert kwargs_for(TorqueSpawner, gpus=1).keys() == {"cpu_limit", "req_nprocs", "mem_limit", "req_memory"}
+    assert kwargs_for(LocalProcessSpawner, gpus=1) == {"cpu_limit": 1.0, "mem_limit": "512M"}
 
 
 def _spawner(groups=(), **config) -> MultipleSpawner:
@@ -112,3 +141,30 @@ async def test_group_overrides_reach_the_child_below_template_and_choice():
     assert applied == {"cpu_limit": 0.25, "notebook_dir": "/srv/ann"}
     rebuilt = spawner._build_child(LocalProcessSpawner, {**applied, **kwargs})
     assert rebuilt.cpu_limit == 0.25 and rebuilt.notebook_dir == "/srv/ann"
+
+
+def test_the_child_gets_no_user_options():
+    """MultipleSpawner's options are its own: the child gets the choice as traits. (batchspawner
+    formats its job script with every user option, and ``template`` breaks that.)"""
+    spawner = _spawner()
+    spawner.user_options = {"template": "job", "cpu": 2}
+    child = spawner._build_child(SlurmSpawner, {"req_nprocs": "2"})
+    assert child.user_options == {} and child.req_nprocs == "2"
+
+
+def test_a_port_reported_while_the_child_starts_is_the_childs():
+    """batchspawner's job reports its port to the hub's spawner (MultipleSpawner): it reaches
+    the child while the child's start waits for it, and only then."""
+    spawner = _spawner()
+    spawner.child = spawner._build_child(SlurmSpawner, {})
+    spawner.port = 4000  # not spawning
+    assert spawner.child.port == 0
+    spawner._spawn_pending = True
+    spawner.port = 4001  # spawning, but the child's start has not begun
+    assert spawner.child.port == 0
+    spawner._child_start_begun = True
+    spawner.port = 4002
+    assert spawner.child.port == 4002
+    spawner._spawn_pending = False
+    spawner.port = 4003  # the server is up: nothing more to hand over
+    assert spawner.child.port == 4002
