@@ -189,8 +189,10 @@ class DockerProvider(Provider):
         return container.status, self._log_tail(container)
 
     def _list_blocking(self, hub_id: str) -> list[Machine]:
+        # ignore_removed: a container removed between the list call and its inspection
+        # (a concurrent destroy) is gone, not an error
         containers = self._docker().containers.list(
-            all=True, filters={"label": f"{HUB_LABEL}={hub_id}"}
+            all=True, filters={"label": f"{HUB_LABEL}={hub_id}"}, ignore_removed=True
         )
         machines = []
         for c in containers:

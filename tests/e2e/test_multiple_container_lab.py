@@ -125,5 +125,5 @@ c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
     assert a.inner_text("#start").strip() == "Start My Server"
     screenshot(a, "multiple-lab-course-a-stopped", artifacts_dir)
     wait_until(lambda: hub.server_model(student_a) is None, timeout=60, message="server stopped")
-    wait_until(lambda: not docker_engine.containers.list(all=True, filters={"id": container_id}),
+    wait_until(lambda: not docker_engine.containers.list(all=True, filters={"id": container_id}, ignore_removed=True),
                timeout=60, message="container removed")

@@ -248,6 +248,6 @@ def test_teardown_leaves_nothing(machine, docker_engine, docker_session_label):
     machine.teardown()
     assert not directory.exists()
     assert list(machine.store.root.iterdir()) == []
-    remaining = docker_engine.containers.list(all=True, filters={"id": machine.container.id})
+    remaining = docker_engine.containers.list(all=True, filters={"id": machine.container.id}, ignore_removed=True)
     assert remaining == []
     machine.teardown()  # idempotent
