@@ -1,14 +1,18 @@
-"""libvirt machines through a real hub: the failure paths that need no VM to boot.
+"""libvirt machines through a real hub: a fault in each phase leaves nothing.
 
 The whole chain on a booted VM (create -> wait -> Ansible -> CloudSSHSpawner -> a cell runs ->
-stop) is ``tests/e2e/test_full_chain.py[vm]``: one VM boot under emulation takes one to three
-minutes, so it runs once, in the browser. Here a spawn fails at create (the image is missing:
-no domain is defined) and at wait (the domain runs, but sshd cannot answer within the 5 s
-ready_timeout: QEMU has barely started the kernel). Both must leave zero domains labelled for
-the hub, zero files in the provider's storage directory, zero per-server keys and tunnels, and
-tell the user which step failed and why. Failures later in the path (configure, start) are the
-same code as for container machines (test_machines_docker.py) and the provider's own cleanup
-on every failure is tested in test_libvirt_provider.py.
+stop) is ``tests/e2e/test_full_chain.py[vm]``. Here a spawn of a libvirt VM fails in each phase:
+
+* create: the image is missing, so no domain is defined;
+* wait: the domain runs, but sshd cannot answer within the 5 s ready_timeout (QEMU has barely
+  started the kernel);
+* configure: the VM boots and Ansible runs, but the notebook environment's Python does not exist;
+* start: the VM is configured, but CloudSSHSpawner's command does not exist on it.
+
+Each must leave zero domains labelled for the hub, zero files in the provider's storage
+directory, zero per-server keys and tunnels, and tell the user which step failed and why. The
+configure and start cases boot a VM under software emulation each (one to three minutes).
+The provider's own cleanup on every failure is tested in test_libvirt_provider.py.
 """
 
 import secrets
@@ -21,21 +25,31 @@ from tests.integration.test_machines_docker import MachineHub, machine_catalogue
 
 pytestmark = pytest.mark.slow
 
+#: CloudSSHSpawner's waits for an emulated guest (see test_full_chain.py)
+EMULATED = {"connect_timeout": 60, "keepalive_interval": 10, "start_timeout": 600, "http_timeout": 300}
+
 FAULTS = {
-    # phase: (image, ready_timeout, words the user's message must contain)
-    "create": ("/nonexistent/vm-image", 600, ["The create step failed", "is incomplete or missing",
-                                             "python -m images.vm build"]),
-    "wait": (None, 5, ["The wait step failed", "did not answer over SSH", "--- console ---"]),
+    # phase: (image (None: the VM image), ready_timeout, catalogue options, words the user's message must contain)
+    "create": ("/nonexistent/vm-image", 600, {},
+               ["The create step failed", "is incomplete or missing", "python -m images.vm build"]),
+    "wait": (None, 5, {}, ["The wait step failed", "did not answer over SSH", "--- console ---"]),
+    "configure": (None, 600, {"configurer_variables": {"notebook_env_path": "/opt/other-env",
+                                                       "notebook_env_python": "/nonexistent/python3"}},
+                  ["The configure step failed", "Create the notebook environment"]),
+    "start": (None, 600, {"spawner_kwargs": {"cmd": ["/nonexistent/jupyterhub-singleuser"]}},
+              ["The start step failed", "/nonexistent/jupyterhub-singleuser"]),
 }
 
 
 @pytest.mark.parametrize("phase", list(FAULTS))
 def test_fault_on_the_vm_path_leaves_nothing(phase, hub_factory, libvirt_uri, vm_image, libvirt_storage, tmp_path):
-    image, ready_timeout, words = FAULTS[phase]
+    image, ready_timeout, options, words = FAULTS[phase]
     tmp_path.chmod(0o755)
     storage = libvirt_storage / f"hub-{secrets.token_hex(4)}"
     catalogue = machine_catalogue(image or str(vm_image), provider="libvirt", name="vm-machine",
-                                  notebook_env=DEFAULT_NOTEBOOK_ENV)
+                                  notebook_env=DEFAULT_NOTEBOOK_ENV,
+                                  configurer_variables=options.get("configurer_variables"),
+                                  spawner_kwargs={**EMULATED, **options.get("spawner_kwargs", {})})
     mh = MachineHub(hub_factory, None, tmp_path, catalogue, f"""
 c.MachineOrchestrator.provider_options = {{"libvirt": {{"uri": {libvirt_uri!r}, "storage_dir": {str(storage)!r}}}}}
 c.MachineOrchestrator.ready_timeout = {ready_timeout}
@@ -45,6 +59,6 @@ c.MachineOrchestrator.ready_timeout = {ready_timeout}
         assert word in message, message
     left = mh.counter().wait_for_nothing_left()
     assert left == {}, f"left behind: {left}"
-    if phase == "wait":  # the domain existed: its directory was made, then removed
+    if phase != "create":  # the domain existed: its directory was made, then removed
         assert "Machine jh-" in mh.hub.log_text() and "destroyed libvirt machine" in mh.hub.log_text()
     assert requests.get(f"{mh.hub.api_url}/", timeout=10).status_code == 200
