@@ -10,6 +10,7 @@ import json
 import secrets
 
 from tests.fixtures.browser import login_in_new_context, screenshot
+from tests.fixtures.docker_engine import containers
 from tests.fixtures.procs import wait_until
 
 MIB = 1024 * 1024
@@ -125,5 +126,5 @@ c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
     assert a.inner_text("#start").strip() == "Start My Server"
     screenshot(a, "multiple-lab-course-a-stopped", artifacts_dir)
     wait_until(lambda: hub.server_model(student_a) is None, timeout=60, message="server stopped")
-    wait_until(lambda: not docker_engine.containers.list(all=True, filters={"id": container_id}, ignore_removed=True),
+    wait_until(lambda: not containers(docker_engine, id=container_id),
                timeout=60, message="container removed")

@@ -14,7 +14,7 @@ import pytest
 from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
 from multiplespawner.credentials import CredentialStore
 from multiplespawner.providers.base import Machine, wait_for_ssh
-from tests.fixtures.docker_engine import TEST_LABEL
+from tests.fixtures.docker_engine import TEST_LABEL, containers
 from tests.fixtures.net import free_port
 
 # the first run installs JupyterLab on the machine: minutes on a busy 2-core machine
@@ -248,6 +248,6 @@ def test_teardown_leaves_nothing(machine, docker_engine, docker_session_label):
     machine.teardown()
     assert not directory.exists()
     assert list(machine.store.root.iterdir()) == []
-    remaining = docker_engine.containers.list(all=True, filters={"id": machine.container.id}, ignore_removed=True)
+    remaining = containers(docker_engine, id=machine.container.id)
     assert remaining == []
     machine.teardown()  # idempotent

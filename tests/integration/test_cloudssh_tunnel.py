@@ -113,12 +113,9 @@ async def test_known_hosts_file_accepts_listed_key(machine, tmp_path):
         await tunnel.close()
 
 
-async def no_connections_left(sshd, timeout: float = 5.0) -> None:
+async def no_connections_left(sshd) -> None:
     """sshd's per-connection processes are gone (they exit a moment after the client closes)."""
-    deadline = time.monotonic() + timeout
-    while sshd.connections() and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert sshd.connections() == []
+    await eventually(lambda: sshd.connections() == [], 5, "sshd's connection processes gone")
 
 
 @pytest.mark.parametrize("how", ["pinned", "known_hosts", "unknown"])

@@ -5,6 +5,7 @@ failing with a message that names the step (and leaving no container behind)."""
 
 import json
 
+from tests.fixtures.docker_engine import containers
 from tests.fixtures.procs import wait_until
 
 NO_SUCH_IMAGE = "jupyterhub-multiplespawner/no-such-image:never"
@@ -78,7 +79,7 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
     assert r.status_code == 200, r.text
 
     hub.stop_server("ann")
-    wait_until(lambda: not docker_engine.containers.list(all=True, filters={"id": container_id}, ignore_removed=True),
+    wait_until(lambda: not containers(docker_engine, id=container_id),
                timeout=60, message="container removed")
 
     # an image that is not there: the progress stream ends with the step and DockerSpawner's reason
@@ -89,5 +90,5 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
     assert last["message"].startswith("Spawn failed: The start step failed: DockerSpawner: "), last
     assert f"No such image: {NO_SUCH_IMAGE}" in last["message"], last
     wait_until(lambda: not hub.server_model("ann", "broken"), timeout=30, message="failed server gone")
-    assert docker_engine.containers.list(all=True, filters={"name": "ms-test-ann-broken"}, ignore_removed=True) == []
+    assert containers(docker_engine, name="ms-test-ann-broken") == []
     assert "Failed to cleanup" not in hub.log_text()

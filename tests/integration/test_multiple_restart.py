@@ -11,6 +11,7 @@ import secrets
 import sys
 import time
 
+from tests.fixtures.docker_engine import containers
 from tests.fixtures.procs import wait_until
 from tests.fixtures.sshd import make_client_key
 from tests.integration.test_cloudssh_spawner import user_processes
@@ -108,7 +109,7 @@ c.Spawner.poll_interval = 5
     wait_until(lambda: hub.server_model(name, "box") is None and hub.server_model(bm) is None,
                timeout=max(deadlines) - time.time() + 60, message="expired servers stopped")
     assert time.time() >= min(deadlines)
-    wait_until(lambda: not docker_engine.containers.list(all=True, filters={"id": container_id}, ignore_removed=True),
+    wait_until(lambda: not containers(docker_engine, id=container_id),
                timeout=60, message="expired container removed")
     wait_until(lambda: user_processes(bm) == [] and host.connections() == [],
                timeout=60, message="bare-metal notebook and SSH connection gone")
