@@ -33,8 +33,12 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from .classes import TemplateError, spawner_class_for
+
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
+#: the resources a template may offer a choice of (``resources`` in the schema)
+RESOURCE_KEYS = ("cpu", "memory_mb", "gpus")
 
 #: Placeholders resolved in spawner kwargs and environment at spawn time.
 PLACEHOLDERS = (
@@ -209,7 +213,11 @@ class Catalogue:
 
 
 # ---- reading --------------------------------------------------------------------------------
-def _parse(text: str, filename: str) -> Any:
+def parse_document(text: str, filename: str) -> Any:
+    """One catalogue file's text as data: JSON for ``*.json``, YAML otherwise.
+
+    Raises :class:`CatalogueError` naming the file if the text does not parse.
+    """
     try:
         if filename.endswith(".json"):
             return json.loads(text)
@@ -218,7 +226,7 @@ def _parse(text: str, filename: str) -> Any:
         raise CatalogueError([Problem(filename, "", f"not valid {Path(filename).suffix[1:].upper()}: {e}")])
 
 
-def _kind(document: Any) -> str | None:
+def document_kind(document: Any) -> str | None:
     """Which schema a file's top level follows: None (combined), 'deployments' or 'templates'."""
     if isinstance(document, list):
         return "templates"
@@ -245,7 +253,7 @@ def validate_document(document: Any, filename: str) -> Document:
     """
     if document is None:
         document = {}
-    kind = _kind(document)
+    kind = document_kind(document)
     errors = sorted(_VALIDATORS[kind].iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         raise CatalogueError(
@@ -293,37 +301,24 @@ def _bound_problems(spec: dict, filename: str, path: list) -> list[Problem]:
     return problems
 
 
-def spawner_class(name: str) -> type:
-    """The Spawner class a template's ``spawner.class`` names (dotted path or entry point).
-
-    Blocking on the first call for a name (it imports the class's module; results are cached
-    by :func:`multiplespawner.spawner.spawner_class_for`), so call it from a worker thread,
-    as the catalogue reload does. Raises ``ValueError`` saying why the class cannot be used.
-    """
-    # imported here: the spawner module imports this one
-    from .spawner import TemplateError, spawner_class_for
-
+def _spawner_class_problems(spec: dict, filename: str, path: list, check_class) -> list[Problem]:
     try:
-        return spawner_class_for(name)
+        check_class(spec["spawner"]["class"])
     except TemplateError as e:
-        raise ValueError(str(e)) from e
-
-
-def _spawner_class_problems(spec: dict, filename: str, path: list) -> list[Problem]:
-    try:
-        spawner_class(spec["spawner"]["class"])
-    except ValueError as e:
         return [Problem(filename, _json_path(path + ["spawner", "class"]), str(e))]
     return []
 
 
-def build_catalogue(documents: list[Document]) -> Catalogue:
+def build_catalogue(documents: list[Document], check_class=spawner_class_for) -> Catalogue:
     """Merge validated documents (in order) into a Catalogue (blocking: imports spawner classes).
 
     Checks what one file alone cannot: template names are unique across files, each provider
     a template names has a deployment of its resource type, defaults lie within their bounds,
-    placeholders are known, the spawner class imports and is a concrete Spawner (see
-    :func:`spawner_class`). Raises :class:`CatalogueError` listing every problem.
+    placeholders are known, and ``check_class`` accepts each template's spawner class: by
+    default :func:`~multiplespawner.classes.spawner_class_for` (the class imports and is a
+    concrete Spawner); a process that never spawns passes
+    :func:`~multiplespawner.classes.locate_spawner_class` (found, not imported). Raises
+    :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}
@@ -364,7 +359,7 @@ def build_catalogue(documents: list[Document]) -> Catalogue:
             if "lifetime_minutes" in spec:
                 problems += _bound_problems(spec["lifetime_minutes"], filename, path + ["lifetime_minutes"])
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
-            problems += _spawner_class_problems(spec, filename, path)
+            problems += _spawner_class_problems(spec, filename, path, check_class)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename
@@ -391,10 +386,11 @@ def catalogue_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
+def load_catalogue(paths: Iterable[str | os.PathLike], check_class=spawner_class_for) -> Catalogue:
     """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads, imports).
 
-    Raises :class:`CatalogueError` for a missing or unreadable file too.
+    ``check_class`` as for :func:`build_catalogue`. Raises :class:`CatalogueError` for a
+    missing or unreadable file too.
     """
     documents = []
     problems: list[Problem] = []
@@ -406,12 +402,12 @@ def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
             problems.append(Problem(name, "", f"cannot read: {e.strerror or e}"))
             continue
         try:
-            documents.append(validate_document(_parse(text, name), name))
+            documents.append(validate_document(parse_document(text, name), name))
         except CatalogueError as e:
             problems += e.problems
     if problems:
         raise CatalogueError(problems)
-    return build_catalogue(documents)
+    return build_catalogue(documents, check_class)
 
 
 def default_catalogue_path() -> Path:

@@ -24,10 +24,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .catalogue import Bound, Catalogue, Template
+from .catalogue import RESOURCE_KEYS, Bound, Catalogue, Template
 from .errors import refused
 
-RESOURCE_KEYS = ("cpu", "memory_mb", "gpus")
 INTEGER_KEYS = ("memory_mb", "gpus")
 OPTION_KEYS = ("template", "provider", *RESOURCE_KEYS, "lifetime_minutes")
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .catalogue import Bound, Template
-from .choices import RESOURCE_KEYS
+from .catalogue import RESOURCE_KEYS, Bound, Template
 
 _LABELS = {
     "cpu": ("CPU cores", "any"),

@@ -24,15 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
-from importlib.metadata import entry_points
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default, observe
-from traitlets.utils.importstring import import_item
 
 from .catalogue import (
     CatalogueError,
@@ -42,6 +39,7 @@ from .catalogue import (
     shared_source,
 )
 from .choices import Choice, resolve_choice
+from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
@@ -76,50 +74,6 @@ _PLUMBING = (
 )
 
 
-class TemplateError(Exception):
-    """A template that passed the schema cannot be used (e.g. its class does not import)."""
-
-
-_SPAWNER_CLASSES: dict[str, type[Spawner]] = {}
-_SPAWNER_CLASSES_LOCK = threading.Lock()
-
-
-def spawner_class_for(name: str) -> type[Spawner]:
-    """Resolve a template's ``spawner.class``: a dotted path or a ``jupyterhub.spawners`` entry point.
-
-    Classes that resolved are cached for the process, so spawns and state loads cost a dict
-    lookup. The first call for a name imports its module (blocking: dockerspawner pulls in
-    docker-py); the catalogue reload makes that call in a worker thread before any spawn can
-    name the template. Failures are not cached: installing the missing package and touching
-    the catalogue fixes a template. Raises :class:`TemplateError` saying why.
-    """
-    with _SPAWNER_CLASSES_LOCK:
-        cls = _SPAWNER_CLASSES.get(name)
-        if cls is None:
-            cls = _SPAWNER_CLASSES[name] = _resolve_spawner_class(name)
-        return cls
-
-
-def _resolve_spawner_class(name: str) -> type[Spawner]:
-    try:
-        if "." in name:
-            cls = import_item(name)
-        else:
-            found = entry_points(group="jupyterhub.spawners", name=name)
-            if not found:
-                raise TemplateError(f"no spawner is registered under the name {name!r}")
-            cls = next(iter(found)).load()
-    except TemplateError:
-        raise
-    except Exception as e:  # a missing module, or one that fails to import
-        raise TemplateError(f"cannot import spawner class {name!r}: {e}") from e
-    if not (isinstance(cls, type) and issubclass(cls, Spawner)):
-        raise TemplateError(f"{name!r} is not a JupyterHub Spawner class")
-    if issubclass(cls, MultipleSpawner):
-        raise TemplateError(f"{name!r} is a MultipleSpawner; templates must name a concrete spawner")
-    return cls
-
-
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -129,6 +83,9 @@ class MultipleSpawner(Spawner):
 
     Configure the catalogue with :attr:`catalogue_paths`; see docs/catalogue.md for the format.
     """
+
+    #: a template cannot name this class as its child (see :func:`.classes.spawner_class_for`)
+    builds_children_from_templates = True
 
     catalogue_paths = List(
         Unicode(),

@@ -48,6 +48,7 @@ from traitlets import Integer, List, Unicode, default
 from traitlets.config import Application
 
 from ..catalogue import CatalogueError, load_catalogue
+from ..classes import locate_spawner_class
 from ..form import render_form
 from .access import EDIT_SCOPE, Editor, editor_from_scopes
 from .store import Conflict, NotFound, TemplateStore, dump_yaml
@@ -268,7 +269,7 @@ class PreviewHandler(BaseHandler):
         self.editor()
         group = self.get_argument("group", "").strip()
         try:
-            catalogue = await self.blocking(load_catalogue, self.settings["catalogue_paths"])
+            catalogue = await self.blocking(load_catalogue, self.settings["catalogue_paths"], locate_spawner_class)
         except CatalogueError as e:
             raise self.invalid(e)
         templates = catalogue.usable_by(user_name="", groups=[group] if group else [], admin=False)

@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..catalogue import CatalogueError, _parse
+from ..catalogue import CatalogueError, parse_document
 from .store import Conflict, NotFound, TemplateStore, dump_yaml, etag_of
 
 
@@ -138,7 +138,7 @@ def read_templates(path: str) -> tuple[list[dict], dict[str, str]]:
     """The templates in FILE (one, a list, or a combined document) and the versions they were
     based on (``{name: etag}`` from ``# etag NAME: ETAG`` comment lines; YAML only)."""
     text = Path(path).read_text()
-    document = _parse(text, path)
+    document = parse_document(text, path)
     if isinstance(document, dict) and "templates" in document:
         document = document["templates"]
     if isinstance(document, dict):

@@ -35,12 +35,13 @@ import yaml
 from ..catalogue import (
     CatalogueError,
     Problem,
-    _kind,
-    _parse,
     build_catalogue,
     catalogue_files,
+    document_kind,
+    parse_document,
     validate_document,
 )
+from ..classes import locate_spawner_class
 
 HISTORY_FILE = ".history.jsonl"
 LOCK_FILE = ".catalogue.lock"
@@ -106,12 +107,12 @@ class TemplateStore:
     def _files(self) -> list[_File]:
         files = []
         for path in catalogue_files([self.directory]):
-            files.append(_File(path, _parse(path.read_text(), str(path))))
+            files.append(_File(path, parse_document(path.read_text(), str(path))))
         return files
 
     @staticmethod
     def _templates_of(document) -> list:
-        kind = _kind(document)
+        kind = document_kind(document)
         if kind == "templates":
             return document
         if kind is None and isinstance(document, dict):
@@ -226,12 +227,12 @@ class TemplateStore:
                 problems += e.problems
         for path in catalogue_files(self.extra_paths):
             try:
-                documents.append(validate_document(_parse(path.read_text(), str(path)), str(path)))
+                documents.append(validate_document(parse_document(path.read_text(), str(path)), str(path)))
             except CatalogueError as e:
                 problems += e.problems
         if problems:
             raise CatalogueError(problems)
-        build_catalogue(documents)
+        build_catalogue(documents, locate_spawner_class)  # the hub imports the classes
 
     def _write_changed(self, before: list[_File], after: list[_File]) -> None:
         old = {f.path: f.document for f in before}

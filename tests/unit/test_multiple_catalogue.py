@@ -228,9 +228,9 @@ async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkey
     import sys
     import threading
 
-    import multiplespawner.spawner as spawner_module
+    import multiplespawner.classes as classes_module
 
-    monkeypatch.setattr(spawner_module, "_SPAWNER_CLASSES", {})  # as in a fresh process
+    monkeypatch.setattr(classes_module, "_SPAWNER_CLASSES", {})  # as in a fresh process
 
     modules = tmp_path / "modules"
     modules.mkdir()
@@ -244,8 +244,8 @@ async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkey
     monkeypatch.syspath_prepend(str(modules))
     monkeypatch.delitem(sys.modules, "ms_probe_spawner", raising=False)
     lookups = []
-    real_entry_points = spawner_module.entry_points
-    monkeypatch.setattr(spawner_module, "entry_points",
+    real_entry_points = classes_module.entry_points
+    monkeypatch.setattr(classes_module, "entry_points",
                         lambda **kw: (lookups.append(kw["name"]), real_entry_points(**kw))[1])
 
     probe = template("probe", spawner={"class": "ms_probe_spawner.ProbeSpawner"})

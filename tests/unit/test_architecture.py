@@ -1,0 +1,80 @@
+"""The import rules of docs/architecture.md: each part, imported (and used) in a fresh
+interpreter, loads only what sits below it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+SUITE = ("multiplespawner", "cloudsshspawner", "headerauthenticator", "ldap_hooks")
+CATALOGUE_PART = {"multiplespawner", "multiplespawner.catalogue", "multiplespawner.classes"}
+#: what the template editor's process must never load: spawning, SSH and Docker code
+EDITOR_NEVER = {"asyncssh", "docker", "dockerspawner", "multiplespawner.spawner",
+                "multiplespawner.machines", "cloudsshspawner"}
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def suite_modules(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in SUITE}
+
+
+def under(modules: set[str], roots: set[str]) -> set[str]:
+    """The modules that are one of ``roots`` or inside one of them."""
+    return {m for m in modules if any(m == r or m.startswith(r + ".") for r in roots)}
+
+
+EDITOR_AT_WORK = """
+import multiplespawner.editor.cli
+from multiplespawner.catalogue import default_catalogue_path, load_catalogue
+from multiplespawner.classes import locate_spawner_class
+from multiplespawner.editor.app import PreviewHandler
+from multiplespawner.editor.store import TemplateStore
+from multiplespawner.form import render_form
+catalogue = load_catalogue([default_catalogue_path()], locate_spawner_class)
+assert "container" in catalogue.templates  # names dockerspawner.DockerSpawner
+assert "Notebook container" in render_form(catalogue.usable_by(user_name="", groups=[], admin=True))
+"""
+
+
+@pytest.mark.parametrize("code, allowed", [
+    pytest.param("import multiplespawner", {"multiplespawner"}, id="package-is-lazy"),
+    pytest.param("import multiplespawner.catalogue", CATALOGUE_PART, id="catalogue"),
+    pytest.param("import multiplespawner.form", CATALOGUE_PART | {"multiplespawner.form"}, id="form"),
+    pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.editor.*"},
+                 id="editor"),
+    pytest.param("import cloudsshspawner", {"cloudsshspawner.*"}, id="cloudsshspawner"),
+    pytest.param("import headerauthenticator", {"headerauthenticator.*"}, id="headerauthenticator"),
+    pytest.param("import ldap_hooks", {"ldap_hooks.*"}, id="ldap_hooks"),
+])
+def test_part_loads_only_what_sits_below_it(code, allowed):
+    exact = {a for a in allowed if not a.endswith(".*")}
+    prefixes = {a[:-2] for a in allowed if a.endswith(".*")}
+    loaded = suite_modules(loaded_after(code))
+    extra = loaded - exact - under(loaded, prefixes)
+    assert not extra, f"{code.strip().splitlines()[0]!r} also loads {sorted(extra)}"
+
+
+def test_the_editor_loads_no_spawning_ssh_or_docker_code():
+    assert not under(loaded_after(EDITOR_AT_WORK), EDITOR_NEVER)
+
+
+def test_the_catalogue_loads_no_ssh_or_docker_code():
+    assert not under(loaded_after("import multiplespawner.catalogue"), {"asyncssh", "docker", "dockerspawner"})
+
+
+def test_the_spawner_is_still_reachable_from_the_package_and_its_entry_point():
+    modules = loaded_after(
+        "from importlib.metadata import entry_points\n"
+        "from multiplespawner import MultipleSpawner\n"
+        "(ep,) = entry_points(group='jupyterhub.spawners', name='multiple')\n"
+        "assert ep.load() is MultipleSpawner\n"
+    )
+    assert "multiplespawner.spawner" in modules
