@@ -2,7 +2,7 @@
 
 A configurer is handed a reachable :class:`~multiplespawner.providers.base.Machine` (host, port,
 admin account, pinned host key), the credentials to log in with as that account (the server's
-:class:`~multiplespawner.credentials.ServerCredentials` on a created machine, the operator's
+:class:`~multiplespawner.machines.credentials.ServerCredentials` on a created machine, the operator's
 admin key on a pool host: anything with ``client_key_path``, ``client_public_key`` and
 ``known_hosts_line(host, port)``) and a dict of variables (notebook user name, uid, how the
 notebook user logs in, options from the template). It must:

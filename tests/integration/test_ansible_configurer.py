@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
-from multiplespawner.credentials import CredentialStore
+from multiplespawner.machines.credentials import CredentialStore
 from multiplespawner.providers.base import Machine, wait_for_ssh
 from tests.fixtures.docker_engine import TEST_LABEL, containers
 from tests.fixtures.net import free_port

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
-from multiplespawner.credentials import CredentialStore
+from multiplespawner.machines.credentials import CredentialStore
 from multiplespawner.providers.base import Machine
 from tests.fixtures.net import free_port
 

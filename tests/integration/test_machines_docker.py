@@ -205,7 +205,7 @@ def test_orphans_are_reaped_at_first_spawn_and_at_hub_start(hub_factory, docker_
     """Machines labelled for this hub that no server owns are destroyed (and logged): before the
     first machine of a hub process is created, and at hub start when the hub loads a running
     machine-backed server's state."""
-    from multiplespawner.credentials import CredentialStore
+    from multiplespawner.machines.credentials import CredentialStore
     from multiplespawner.providers.base import MachineSpec, Resources
     from multiplespawner.providers.docker import DockerProvider
     from multiplespawner.providers.identity import HUB_LABEL

@@ -50,6 +50,10 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
     pytest.param("import multiplespawner.form", CATALOGUE_PART | {"multiplespawner.form"}, id="form"),
     pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.editor.*"},
                  id="editor"),
+    pytest.param("import multiplespawner.machines",
+                 CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.shared_files", "multiplespawner.machines.*",
+                                   "multiplespawner.providers.*", "multiplespawner.configurers.*", "cloudsshspawner.*"},
+                 id="machines"),
     pytest.param("import cloudsshspawner", {"cloudsshspawner.*"}, id="cloudsshspawner"),
     pytest.param("import headerauthenticator", {"headerauthenticator.*"}, id="headerauthenticator"),
     pytest.param("import ldap_hooks", {"ldap_hooks.*"}, id="ldap_hooks"),
@@ -78,3 +82,8 @@ def test_the_spawner_is_still_reachable_from_the_package_and_its_entry_point():
         "assert ep.load() is MultipleSpawner\n"
     )
     assert "multiplespawner.spawner" in modules
+
+
+def test_providers_know_nothing_of_jupyterhub():
+    modules = loaded_after("import multiplespawner.providers.registry, multiplespawner.providers.docker")
+    assert not under(modules, {"jupyterhub", "multiplespawner.machines", "multiplespawner.spawner"})

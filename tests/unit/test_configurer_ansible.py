@@ -9,7 +9,7 @@ import pytest
 from multiplespawner.configurers import AnsibleConfigurer, ConfigurerError
 from multiplespawner.configurers import ansible as mod
 from multiplespawner.configurers import processes
-from multiplespawner.credentials import ServerCredentials
+from multiplespawner.machines.credentials import ServerCredentials
 from multiplespawner.providers.base import Machine
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHost"

@@ -7,7 +7,7 @@ import asyncssh
 from asyncssh.public_key import CERT_TYPE_USER
 import pytest
 
-from multiplespawner.credentials import CredentialStore
+from multiplespawner.machines.credentials import CredentialStore
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ async def test_remove_refuses_paths_outside_the_base_dir(store, directory, tmp_p
 
 
 def test_known_hosts_line(tmp_path):
-    from multiplespawner.credentials import ServerCredentials
+    from multiplespawner.machines.credentials import ServerCredentials
 
     creds = ServerCredentials(directory=tmp_path, client_public_key="c", host_public_key="ssh-ed25519 AAAA")
     assert creds.known_hosts_line("127.0.0.1", 2222) == "[127.0.0.1]:2222 ssh-ed25519 AAAA\n"

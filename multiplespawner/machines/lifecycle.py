@@ -24,31 +24,17 @@ key an OpenSSH user certificate signed by the hub CA (``CredentialStore.ca_key_f
 login name only, and the machine trusts the CA (``TrustedUserCAKeys``, set by the playbook or
 prepared beforehand) instead of any authorized key.
 
-Configuration cache: a pool host's last configuration hash (host, admin account, host key,
-playbooks, variables) is kept per host in this process, and after a hub restart taken from the
-running servers' states in the database (the newest ``configured_at``). A run that fails, or is
-under way, makes the host's hash unknown, so the next spawn configures it again. With the ``key``
-authenticator the per-server key is a variable, so every spawn configures; with ``certificate``
-nothing per-spawn reaches the machine, and a second spawn of the same user on the same host
-skips Ansible.
+Pool hosts and their configuration cache: :mod:`.pool`; orphan machines: :mod:`.reaper`;
+operator settings: :mod:`.settings`; per-server keys: :mod:`.credentials`. With the ``key``
+authenticator the per-server key is a playbook variable, so every spawn configures a pool
+host; with ``certificate`` nothing per-spawn reaches the machine, and a second spawn of the
+same user on the same host skips Ansible.
 
 A failure (or cancellation) in any step releases what earlier steps made: the machine is
 destroyed (or the pool host returned) and the credentials are removed; the user sees
 ``The <step> step failed: <why>``. ``stop`` and a server found dead by ``poll`` release the same
 way. :meth:`MachineLease.to_state` (JSON, in the spawner state) holds the machine, the
 credential files and the configuration hash: enough to reconnect or clean up after a restart.
-
-Pool allocation is derived, not stored separately: a pool host's users are the servers whose
-spawner state (in the hub database) names it, plus claims made in this hub process that are not
-in the database yet (a spawn in progress). A crashed spawn therefore frees its claim, and a hub
-restart keeps every running server's claim. An asyncio lock makes claims in one process atomic;
-JupyterHub runs one hub process per database.
-
-Orphans: once per hub process, when the first machine-backed server's state is loaded at
-start-up or else before the first machine is created, every provider used by a
-``virtual_machine`` deployment lists the machines labelled with this hub's id; those that no
-server's state names are destroyed and logged. Every machine creation in the process waits for
-that check, so it never sees a machine that is still being made.
 
 Nothing here blocks the event loop: providers and the configurer run blocking work in bounded
 thread pools or subprocesses; the database queries are the hub's own in-memory SQLAlchemy session.
@@ -59,42 +45,43 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
-import os
 import re
 import secrets
-import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
-
-from .errors import SpawnException
 from tornado.web import HTTPError
-from traitlets import Dict, Float, Unicode, default
-from traitlets.config import LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
 from cloudsshspawner.spawner import CloudSSHSpawner
 
-from .catalogue import resolve_placeholders
-from .credentials import CredentialStore, ServerCredentials
-from .providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
-from .providers.identity import HUB_LABEL
-from .providers.registry import make_provider
+from ..catalogue import resolve_placeholders
+from ..errors import SpawnException
+from ..providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
+from ..providers.identity import HUB_LABEL
+from .credentials import ServerCredentials
+from .pool import (
+    POOL,
+    PoolFullError,
+    claim_host,
+    drop_claim,
+    host_lock,
+    last_config_hash,
+    owner,
+    pool_host_id,
+    remember_config_hash,
+)
+from .reaper import reap_once
+from .settings import MachineOrchestrator
 
 #: resource types whose servers run on a machine reached over SSH
 MACHINE_RESOURCE_TYPES = ("bare_metal", "virtual_machine")
-#: the pseudo-provider name of pool hosts in :class:`Machine` records
-POOL = "pool"
 #: where the shipped playbooks put the notebook environment (roles/notebook_env/defaults)
 DEFAULT_NOTEBOOK_ENV = "/opt/jupyterhub-notebook"
 #: configurer short names
 CONFIGURERS = {"ansible": "multiplespawner.configurers.AnsibleConfigurer"}
-#: template ``authenticator.class`` values (the catalogue schema allows only these)
-AUTHENTICATORS = ("key", "certificate")
-PHASES = ("create", "wait", "configure", "start")
 _LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -106,200 +93,11 @@ class MachineStepError(SpawnException):
         super().__init__(f"The {phase} step failed: {reason}", reason=f"machine_{phase}", status_code=500)
 
 
-class PoolFullError(SpawnException):
-    """Every host of a pool is in use: the spawn is refused at once (503, reason ``capacity``)."""
-
-    def __init__(self, message: str):
-        super().__init__(message, reason="capacity", status_code=503)
-
-
 def _reason(error: BaseException) -> str:
     if isinstance(error, SpawnException):  # JupyterHub 6 has .message; ldap_hooks' add jupyterhub_message
         return getattr(error, "jupyterhub_message", "") or error.message or str(error)
     text = str(error).strip()
     return text or type(error).__name__
-
-
-class MachineOrchestrator(LoggingConfigurable):
-    """Operator settings for machine-backed templates (``c.MachineOrchestrator.*``)."""
-
-    hub_id = Unicode(
-        help="""Identifies this hub on the machines it creates (label/tag
-        org.jupyterhub-multiplespawner.hub). Machines with this id that no server owns are
-        destroyed when the hub starts, so give every hub sharing a provider its own id and keep
-        it stable across restarts. Default: the host name and a hash of the hub's working
-        directory.""",
-    ).tag(config=True)
-
-    @default("hub_id")
-    def _default_hub_id(self):
-        digest = hashlib.sha256(os.getcwd().encode()).hexdigest()[:10]
-        return f"{socket.gethostname()[:40]}-{digest}"
-
-    provider_options = Dict(
-        help="""Constructor options per provider name, e.g. {"libcloud": {"driver": "ec2",
-        "key": ..., "secret": ...}, "docker": {"publish_address": "127.0.0.1"}}. Operator
-        secrets belong here (read them from the environment), never in the catalogue.""",
-    ).tag(config=True)
-
-    admin_user = Unicode(
-        "jhadmin",
-        help="""Account a provider creates on each machine for the configurer (key login with the
-        per-server key, passwordless sudo). The notebook runs as another account.""",
-    ).tag(config=True)
-
-    pool_admin_key_file = Unicode(
-        "",
-        help="""Private key file (OpenSSH format, no passphrase, readable by the hub only) the
-        configurer logs in with as `admin_user` on the hosts of bare_metal pools whose template
-        has a configurer. That account must exist on every such host with this key authorised
-        and passwordless sudo. Empty: bare_metal templates with a configurer are refused.""",
-    ).tag(config=True)
-
-    ready_timeout = Float(
-        300,
-        help="Seconds a created machine may take until sshd answers with the pinned host key.",
-    ).tag(config=True)
-
-    setup_timeout = Float(
-        1800,
-        help="""Seconds added to the child spawner's start_timeout for creating, waiting for and
-        configuring a machine (the hub's start timeout covers the whole spawn).""",
-    ).tag(config=True)
-
-    @default("log")
-    def _log_default(self):
-        return self.parent.log if self.parent is not None else super()._log_default()
-
-    def provider(self, name: str):
-        """The (process-wide, cached) provider instance for ``name``."""
-        options = self.provider_options.get(name, {})
-        key = (name, json.dumps(options, sort_keys=True, default=str))
-        if key not in _PROCESS.providers:
-            _PROCESS.providers[key] = make_provider(name, **options)
-        return _PROCESS.providers[key]
-
-    def credential_store(self) -> CredentialStore:
-        return CredentialStore(parent=self)
-
-
-# ---- process-wide bookkeeping ----------------------------------------------------------------
-@dataclass
-class _Process:
-    """What one hub process knows beyond its database: claims and machines still being made."""
-
-    providers: dict = field(default_factory=dict)
-    pool_claims: dict = field(default_factory=dict)  # owner -> (deployment name, host id)
-    #: (deployment name, host id) -> hash of the pool host's last configuration (None: unknown)
-    config_hashes: dict = field(default_factory=dict)
-    host_locks: dict = field(default_factory=dict)  # (deployment name, host id) -> asyncio.Lock
-    lock: asyncio.Lock | None = None
-    reap_task: asyncio.Task | None = None
-
-    def get_lock(self) -> asyncio.Lock:
-        if self.lock is None:
-            self.lock = asyncio.Lock()
-        return self.lock
-
-
-_PROCESS = _Process()
-
-
-def _owner(spawner) -> str:
-    return f"{spawner.user.name}/{spawner.name}"
-
-
-def _persisted_leases(spawner) -> dict[str, dict]:
-    """owner -> lease state of every server whose state in the hub database holds a machine."""
-    db = getattr(spawner, "_deprecated_db_session", None)
-    if db is None:
-        return {}
-    from jupyterhub import orm
-
-    leases = {}
-    for orm_spawner in db.query(orm.Spawner).filter(orm.Spawner.state.isnot(None)):
-        lease = (orm_spawner.state or {}).get("machine")
-        if lease and orm_spawner.user is not None:
-            leases[f"{orm_spawner.user.name}/{orm_spawner.name}"] = lease
-    return leases
-
-
-def _pool_host_id(host: dict) -> str:
-    return f"{host['address']}:{int(host.get('port', 22))}"
-
-
-def pool_usage(spawner, deployment: str, exclude: str = "") -> dict[str, set]:
-    """Host id -> owners using it in pool ``deployment`` (database state and this process)."""
-    owners: dict[str, tuple] = {}
-    for owner, lease in _persisted_leases(spawner).items():
-        if lease.get("kind") == POOL:
-            owners[owner] = (lease["deployment"], lease["machine"]["id"])
-    owners.update(_PROCESS.pool_claims)
-    usage: dict[str, set] = {}
-    for owner, (dep, host_id) in owners.items():
-        if dep == deployment and owner != exclude:
-            usage.setdefault(host_id, set()).add(owner)
-    return usage
-
-
-# ---- reaping ----------------------------------------------------------------------------------
-async def reap_orphans(spawner, orchestrator: MachineOrchestrator, catalogue) -> list[str]:
-    """Destroy machines labelled with this hub's id that no server owns; return their ids.
-
-    Runs before this process creates any machine (see :func:`reap_once`), so every machine of
-    this hub that exists then belongs to a server whose state is in the database, or to none.
-    """
-    log = orchestrator.log
-    owned = {
-        (lease["machine"].get("provider"), lease["machine"].get("id"))
-        for lease in _persisted_leases(spawner).values()
-        if lease.get("kind") == "provider" and lease.get("machine")
-    }
-    names = sorted({d["provider"] for d in catalogue.deployments.get("virtual_machine", [])})
-    reaped = []
-    for name in names:
-        try:
-            provider = orchestrator.provider(name)
-            machines = await provider.list(orchestrator.hub_id)
-        except Exception as e:  # one broken provider must not stop the others
-            log.warning("Cannot list %s machines of hub %s for reaping: %s", name, orchestrator.hub_id, e)
-            continue
-        for machine in machines:
-            if (name, machine.id) in owned:
-                continue
-            log.warning(
-                "Reaping %s machine %s (user %s, server %r): labelled for hub %s, owned by no server",
-                name, machine.id, machine.labels.get(f"{LABEL_PREFIX}.user", "?"),
-                machine.labels.get(f"{LABEL_PREFIX}.server", "?"), orchestrator.hub_id,
-            )
-            try:
-                await provider.destroy(machine.id)
-                reaped.append(machine.id)
-            except Exception as e:
-                log.error("Could not reap %s machine %s: %s", name, machine.id, e)
-    return reaped
-
-
-def reap_once(spawner, orchestrator: MachineOrchestrator) -> asyncio.Task:
-    """The one reaping task of this hub process (started at the first call, on the running loop).
-
-    A reap that failed as a whole (e.g. the catalogue could not be read) is logged; it is not
-    retried in this process.
-    """
-    task = _PROCESS.reap_task
-    if task is None:
-        asyncio.get_running_loop()  # RuntimeError if there is none: nothing scheduled yet
-
-        async def reap():
-            try:
-                catalogue = await spawner.catalogue_source.get()
-                reaped = await reap_orphans(spawner, orchestrator, catalogue)
-                orchestrator.log.info("Orphan check for hub %s: %d machine(s) reaped", orchestrator.hub_id, len(reaped))
-            except Exception as e:
-                orchestrator.log.error("Orphan check for hub %s failed: %s", orchestrator.hub_id, e)
-
-        task = _PROCESS.reap_task = asyncio.ensure_future(reap())
-    return task
 
 
 # ---- one server's machine ---------------------------------------------------------------------
@@ -410,20 +208,8 @@ class MachineLease:
         Raises :class:`PoolFullError` (503, reason ``capacity``) saying that the pool is full:
         the spawn is refused at once.
         """
-        owner = _owner(self.spawner)
-        async with _PROCESS.get_lock():
-            usage = pool_usage(self.spawner, self.deployment["name"], exclude=owner)
-            for host in self.deployment["hosts"]:
-                host_id = _pool_host_id(host)
-                if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
-                    _PROCESS.pool_claims[owner] = (self.deployment["name"], host_id)
-                    break
-            else:
-                total = sum(int(h.get("capacity", 1)) for h in self.deployment["hosts"])
-                raise PoolFullError(
-                    f"All {len(self.deployment['hosts'])} hosts of {self.deployment['name']!r} are in "
-                    f"use ({total} servers at most); try again later or choose another template."
-                )
+        host = await claim_host(self.spawner, self.deployment)
+        host_id = pool_host_id(host)
         self.state = {
             "kind": POOL,
             "deployment": self.deployment["name"],
@@ -562,21 +348,11 @@ class MachineLease:
             return
         host = (self.deployment["name"], machine.id)
         login_machine, login = await self._admin_login(machine)
-        async with _PROCESS.host_locks.setdefault(host, asyncio.Lock()):  # one run per host at a time
-            previous = _PROCESS.config_hashes[host] if host in _PROCESS.config_hashes else self._persisted_hash(host)
-            _PROCESS.config_hashes[host] = None  # unknown until the run succeeds
+        async with host_lock(host):  # one run per host at a time
+            previous = last_config_hash(self.spawner, host)
+            remember_config_hash(host, None)  # unknown until the run succeeds
             await self._run_configurer(configurer, login_machine, login, variables, previous, event)
-            _PROCESS.config_hashes[host] = self.state["config_hash"]
-
-    def _persisted_hash(self, host: tuple) -> str | None:
-        """The newest configuration hash of a pool host among the servers in the database."""
-        configured = [
-            (lease.get("configured_at", 0), lease["config_hash"])
-            for lease in _persisted_leases(self.spawner).values()
-            if lease.get("kind") == POOL and lease.get("config_hash")
-            and (lease.get("deployment"), lease.get("machine", {}).get("id")) == host
-        ]
-        return max(configured)[1] if configured else None
+            remember_config_hash(host, self.state["config_hash"])
 
     async def _run_configurer(self, configurer, machine, login, variables, previous, event) -> None:
         result = await configurer.configure(
@@ -625,9 +401,9 @@ class MachineLease:
 
         Errors are logged, not raised: release runs on failure paths and at stop.
         """
-        state, owner = self.state, _owner(self.spawner)
+        state, who = self.state, owner(self.spawner)
         if not state:
-            _PROCESS.pool_claims.pop(owner, None)
+            drop_claim(who)
             return
         machine = state.get("machine")
         try:
@@ -642,7 +418,7 @@ class MachineLease:
             self.log.error("%s: could not destroy machine %s: %s; it stays labelled for reaping",
                            self.spawner._log_name, machine and machine.get("id"), e)
         finally:
-            _PROCESS.pool_claims.pop(owner, None)
+            drop_claim(who)
             if state.get("credentials"):
                 try:
                     await self.orchestrator.credential_store().remove(state["credentials"])

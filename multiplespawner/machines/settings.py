@@ -1,0 +1,80 @@
+"""The operator's settings for machine-backed templates (``c.MachineOrchestrator.*``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+
+from traitlets import Dict, Float, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ..providers.registry import make_provider
+from .credentials import CredentialStore
+
+#: provider instances of this process, by name and options (see :meth:`MachineOrchestrator.provider`)
+_PROVIDERS: dict[tuple, object] = {}
+
+
+class MachineOrchestrator(LoggingConfigurable):
+    """Operator settings for machine-backed templates (``c.MachineOrchestrator.*``)."""
+
+    hub_id = Unicode(
+        help="""Identifies this hub on the machines it creates (label/tag
+        org.jupyterhub-multiplespawner.hub). Machines with this id that no server owns are
+        destroyed when the hub starts, so give every hub sharing a provider its own id and keep
+        it stable across restarts. Default: the host name and a hash of the hub's working
+        directory.""",
+    ).tag(config=True)
+
+    @default("hub_id")
+    def _default_hub_id(self):
+        digest = hashlib.sha256(os.getcwd().encode()).hexdigest()[:10]
+        return f"{socket.gethostname()[:40]}-{digest}"
+
+    provider_options = Dict(
+        help="""Constructor options per provider name, e.g. {"libcloud": {"driver": "ec2",
+        "key": ..., "secret": ...}, "docker": {"publish_address": "127.0.0.1"}}. Operator
+        secrets belong here (read them from the environment), never in the catalogue.""",
+    ).tag(config=True)
+
+    admin_user = Unicode(
+        "jhadmin",
+        help="""Account a provider creates on each machine for the configurer (key login with the
+        per-server key, passwordless sudo). The notebook runs as another account.""",
+    ).tag(config=True)
+
+    pool_admin_key_file = Unicode(
+        "",
+        help="""Private key file (OpenSSH format, no passphrase, readable by the hub only) the
+        configurer logs in with as `admin_user` on the hosts of bare_metal pools whose template
+        has a configurer. That account must exist on every such host with this key authorised
+        and passwordless sudo. Empty: bare_metal templates with a configurer are refused.""",
+    ).tag(config=True)
+
+    ready_timeout = Float(
+        300,
+        help="Seconds a created machine may take until sshd answers with the pinned host key.",
+    ).tag(config=True)
+
+    setup_timeout = Float(
+        1800,
+        help="""Seconds added to the child spawner's start_timeout for creating, waiting for and
+        configuring a machine (the hub's start timeout covers the whole spawn).""",
+    ).tag(config=True)
+
+    @default("log")
+    def _log_default(self):
+        return self.parent.log if self.parent is not None else super()._log_default()
+
+    def provider(self, name: str):
+        """The (process-wide, cached) provider instance for ``name``."""
+        options = self.provider_options.get(name, {})
+        key = (name, json.dumps(options, sort_keys=True, default=str))
+        if key not in _PROVIDERS:
+            _PROVIDERS[key] = make_provider(name, **options)
+        return _PROVIDERS[key]
+
+    def credential_store(self) -> CredentialStore:
+        return CredentialStore(parent=self)
