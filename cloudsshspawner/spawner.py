@@ -25,6 +25,7 @@ from jupyterhub.utils import url_path_join
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, validate
 
 from . import remote
+from .progress import ProgressEvents
 from .tunnel import HostKeyError, SSHTarget, SSHTunnel, TunnelClosed
 
 _STATE_KEYS = (
@@ -191,9 +192,7 @@ class CloudSSHSpawner(Spawner):
         self.remote_state: dict = {}
         self._tunnel: SSHTunnel | None = None
         self._tunnel_lock = asyncio.Lock()
-        self._events: list = []
-        self._events_done = False
-        self._events_changed = asyncio.Event()
+        self._events = ProgressEvents()
 
     def load_state(self, state):
         super().load_state(state)
@@ -235,23 +234,12 @@ class CloudSSHSpawner(Spawner):
     # -- progress --------------------------------------------------------------------------
     def _progress(self, percent: int, message: str):
         self.log.info("%s: %s", self._log_name, message)
-        self._events.append({"progress": percent, "message": message})
-        self._events_changed.set()
+        self._events.add(percent, message)
 
     async def progress(self):
         """Yield connecting / tunnel up / starting / waiting events while the spawn runs."""
-        sent = 0
-        while True:
-            while sent < len(self._events):
-                yield self._events[sent]
-                sent += 1
-            if self._events_done:
-                return
-            self._events_changed.clear()
-            try:
-                await asyncio.wait_for(self._events_changed.wait(), 1)
-            except asyncio.TimeoutError:
-                pass
+        async for event in self._events.follow():
+            yield event
 
     # -- SSH -------------------------------------------------------------------------------
     def _target(self, host: str, port: int, host_key: str) -> SSHTarget:
@@ -354,7 +342,7 @@ class CloudSSHSpawner(Spawner):
         if self.internal_ssl:
             raise RuntimeError("CloudSSHSpawner does not support internal_ssl; SSH encrypts the hop")
         await self._close_tunnel()  # never two tunnels for one server
-        self._events, self._events_done = [], False
+        self._events.reset()
         self.remote_state = {}
         try:
             check_loopback_args(self.get_args())
@@ -393,8 +381,7 @@ class CloudSSHSpawner(Spawner):
             await asyncio.shield(self._stop_remote_and_close(now=True))
             raise
         finally:
-            self._events_done = True
-            self._events_changed.set()
+            self._events.finish()
 
     def _log_path(self) -> str:
         return self.format_string(self.remote_log_path)

@@ -31,6 +31,8 @@ from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default, observe
 
+from cloudsshspawner.progress import ProgressEvents
+
 from .catalogue import (
     CatalogueError,
     CatalogueSource,
@@ -125,8 +127,7 @@ class MultipleSpawner(Spawner):
     _expiry_handle: asyncio.TimerHandle | None = None
 
     def __init__(self, **kwargs):
-        self._events: list[dict] = []
-        self._events_changed = asyncio.Event()
+        self._events = ProgressEvents()
         super().__init__(**kwargs)
 
     # ---- catalogue ---------------------------------------------------------------------
@@ -221,7 +222,7 @@ class MultipleSpawner(Spawner):
         An invalid choice raises a 400 ``SpawnException`` (see errors.py): the REST API answers
         400 with the message, the spawn page shows the form again with it.
         """
-        self._events = []
+        self._events.reset()
         self._child_start_begun = False
         choice = await self.resolve(user_options)
         t = choice.template
@@ -354,30 +355,21 @@ class MultipleSpawner(Spawner):
     # ---- progress ----------------------------------------------------------------------
     def _event(self, progress: int, message: str) -> None:
         self.log.info("%s: %s", self._log_name, message)
-        self._events.append({"progress": progress, "message": message})
-        self._events_changed.set()
+        self._events.add(progress, message)
 
     async def progress(self):
         """Our own phase events as they happen; once the child's start began, the child's events.
 
         The child's progress generator is forwarded whenever its start has begun and the spawn
         is still pending, also if its ``start`` already returned (the hub then still waits for
-        the server to answer): a reader that connects late gets the child's events too.
+        the server to answer): a reader that connects late gets the child's events too. The
+        child's percentages are mapped into the range above our last event, so the spawn page's
+        bar never moves backwards at the handover.
         """
-        sent = 0
-        while True:
-            while sent < len(self._events):
-                yield self._events[sent]
-                sent += 1
-            if self._child_start_begun or not self._spawn_pending:
-                break
-            self._events_changed.clear()
-            try:
-                await asyncio.wait_for(self._events_changed.wait(), timeout=1)
-            except asyncio.TimeoutError:
-                pass
+        async for event in self._events.follow(until=lambda: not self._spawn_pending):
+            yield event
         if self.child is not None and self._child_start_begun and self._spawn_pending:
-            async for event in self.child.progress():
+            async for event in self._events.handover(self.child.progress()):
                 yield event
 
     _child_start_begun = False
@@ -422,7 +414,7 @@ class MultipleSpawner(Spawner):
                 setattr(self.child, name, value)
         self._event(30, f"Starting {type(self.child).__name__}")
         self._child_start_begun = True
-        self._events_changed.set()
+        self._events.finish()  # our own phase is over: progress() goes on with the child's events
         try:
             url = await self._start_child()
         except BaseException as e:

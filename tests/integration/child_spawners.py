@@ -33,9 +33,10 @@ class ProgressSpawner(LocalProcessSpawner):
         self._progress_read = asyncio.Event()
 
     async def progress(self):
-        yield {"progress": 40, "message": "ProgressSpawner: preparing the process"}
+        # counted from its own 0, below MultipleSpawner's last phase (as CloudSSHSpawner's are)
+        yield {"progress": 10, "message": "ProgressSpawner: preparing the process"}
         self._progress_read.set()
-        yield {"progress": 45, "message": "ProgressSpawner: launching"}
+        yield {"progress": 20, "message": "ProgressSpawner: launching"}
 
     async def start(self):
         try:

@@ -168,3 +168,29 @@ def test_a_port_reported_while_the_child_starts_is_the_childs():
     spawner._spawn_pending = False
     spawner.port = 4003  # the server is up: nothing more to hand over
     assert spawner.child.port == 4002
+
+
+async def test_progress_never_goes_back_at_the_handover_to_the_child():
+    """MultipleSpawner's phases end at 30 %; a child that counts from its own 0 (CloudSSHSpawner
+    says 10 % for "Connecting") is mapped into the range left, so the bar only moves forward."""
+    spawner = _spawner()
+
+    async def cloudssh_like_progress():
+        for percent, message in [(10, "Connecting"), (40, "Tunnel up"), (60, "Starting"), (60, "Again"),
+                                 (35, "A child going back"), (80, "Waiting")]:
+            yield {"progress": percent, "message": message}
+        yield {"message": "no percentage"}
+
+    spawner.child = SimpleNamespace(progress=cloudssh_like_progress)
+    spawner._spawn_pending = True
+    spawner._event(10, "Template t on local")
+    spawner._event(30, "Starting CloudSSHSpawner")
+    spawner._child_start_begun = True
+    spawner._events.finish()
+    events = [e async for e in spawner.progress()]
+    assert [e["message"] for e in events] == ["Template t on local", "Starting CloudSSHSpawner", "Connecting",
+                                              "Tunnel up", "Starting", "Again", "A child going back", "Waiting",
+                                              "no percentage"]
+    shown = [e["progress"] for e in events if "progress" in e]
+    assert shown == [10, 30, 37, 58, 72, 72, 72, 86]
+    assert shown == sorted(shown) and shown[-1] < 100
