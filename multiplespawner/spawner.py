@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 
 from jupyterhub.spawner import Spawner
-from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
 from traitlets import Float, List, Unicode, default, observe
 
@@ -40,6 +38,7 @@ from .catalogue import (
     resolve_placeholders,
     shared_source,
 )
+from .children import resource_kwargs
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, user_facing
@@ -229,7 +228,7 @@ class MultipleSpawner(Spawner):
         values = self._placeholder_values(choice)
         try:
             cls = spawner_class_for(t.spawner_class)
-            mapped = _resource_kwargs(cls, choice)
+            mapped = resource_kwargs(cls, choice)
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
             raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
@@ -556,68 +555,3 @@ class MultipleSpawner(Spawner):
         self.choice = None
         self._record = None
         self._deadline = None
-
-
-def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
-    """Map the chosen resources onto the child's traits.
-
-    ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
-    KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
-    batchspawner's spawners also get the job's request: ``req_nprocs`` (whole CPUs, rounded
-    up) and ``req_memory`` (``<MiB>M``, as sbatch's ``--mem`` takes it). GPUs become a Docker
-    device request for DockerSpawner and ``req_gres`` (``gpu:<n>``) for SlurmSpawner;
-    KubeSpawner children get :func:`_kubespawner_kwargs` on top. Raises :class:`TemplateError`
-    for a template whose ``spawner.kwargs`` cannot work with the mapping.
-    """
-    kwargs: dict = {}
-    resources = choice.resources
-    batch = cls.class_traits().keys() >= {"req_nprocs", "req_memory"}
-    if "cpu" in resources:
-        kwargs["cpu_limit"] = float(resources["cpu"])
-        if batch:
-            kwargs["req_nprocs"] = str(math.ceil(resources["cpu"]))
-    if "memory_mb" in resources:
-        kwargs["mem_limit"] = f"{int(resources['memory_mb'])}M"
-        if batch:
-            kwargs["req_memory"] = kwargs["mem_limit"]
-    gpus = resources.get("gpus")
-    names = {c.__name__ for c in cls.__mro__}
-    if "KubeSpawner" in names:
-        kwargs.update(_kubespawner_kwargs(choice.template.spawner_kwargs, kwargs, gpus))
-    elif gpus and "req_gres" in cls.class_traits():
-        kwargs["req_gres"] = f"gpu:{int(gpus)}"
-    elif gpus and "DockerSpawner" in names:
-        extra = dict(choice.template.spawner_kwargs.get("extra_host_config", {}))
-        extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
-        kwargs["extra_host_config"] = extra
-    return kwargs
-
-
-def _kubespawner_kwargs(template_kwargs: dict, limits: dict, gpus) -> dict:
-    """What a KubeSpawner child needs besides ``cpu_limit``/``mem_limit`` (``limits``).
-
-    - ``profile_list`` is emptied: KubeSpawner applies its default profile's
-      ``kubespawner_override`` when it starts, which would replace the chosen resources and the
-      template's traits (a ``c.KubeSpawner.profile_list`` reaches the child through the
-      configuration). The catalogue takes its place, so a template that sets one is refused.
-    - A ``cpu_guarantee``/``mem_guarantee`` the template sets is lowered to the chosen limit:
-      Kubernetes refuses a pod whose request exceeds its limit. Without one, Kubernetes makes
-      the request equal to the limit.
-    - GPUs are the ``nvidia.com/gpu`` extended resource, added to the template's
-      ``extra_resource_limits``.
-    """
-    if "profile_list" in template_kwargs:
-        raise TemplateError("KubeSpawner's profile_list cannot be set in a template; the catalogue's "
-                            "templates and resource choices take its place")
-    kwargs: dict = {"profile_list": []}
-    if "cpu_limit" in limits and template_kwargs.get("cpu_guarantee") is not None:
-        kwargs["cpu_guarantee"] = min(float(template_kwargs["cpu_guarantee"]), limits["cpu_limit"])
-    if "mem_limit" in limits and template_kwargs.get("mem_guarantee") is not None:
-        as_bytes = ByteSpecification().validate
-        kwargs["mem_guarantee"] = min(as_bytes(None, template_kwargs["mem_guarantee"]),
-                                      as_bytes(None, limits["mem_limit"]))
-    if gpus:
-        extra = dict(template_kwargs.get("extra_resource_limits", {}))
-        extra["nvidia.com/gpu"] = str(int(gpus))
-        kwargs["extra_resource_limits"] = extra
-    return kwargs

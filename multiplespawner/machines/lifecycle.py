@@ -55,9 +55,8 @@ import asyncssh
 from tornado.web import HTTPError
 from traitlets.utils.importstring import import_item
 
-from cloudsshspawner.spawner import CloudSSHSpawner
-
 from ..catalogue import resolve_placeholders
+from ..children import adapter_for
 from ..errors import SpawnException
 from ..providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from ..providers.identity import HUB_LABEL
@@ -179,7 +178,7 @@ class MachineLease:
     def check(self, child_class: type) -> None:
         """Refuse a template this path cannot run (raises SpawnException naming the problem)."""
         name = self.template_spec["name"]
-        if not issubclass(child_class, CloudSSHSpawner):
+        if not adapter_for(child_class).runs_on_machines:
             raise SpawnException(
                 f"Template {name!r}: {self.template_spec['resource_type']} templates "
                 "need cloudsshspawner.CloudSSHSpawner (or a subclass) as their spawner.",

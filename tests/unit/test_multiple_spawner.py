@@ -12,13 +12,8 @@ from jupyterhub.spawner import LocalProcessSpawner
 
 from multiplespawner.catalogue import load_catalogue
 from multiplespawner.choices import resolve_choice
-from multiplespawner.spawner import (
-    HUB_TIMEOUT_MARGIN,
-    MultipleSpawner,
-    TemplateError,
-    _resource_kwargs,
-    spawner_class_for,
-)
+from multiplespawner.children import resource_kwargs
+from multiplespawner.spawner import HUB_TIMEOUT_MARGIN, MultipleSpawner, TemplateError, spawner_class_for
 
 
 def test_spawner_class_for():
@@ -34,7 +29,7 @@ def test_spawner_class_for():
         spawner_class_for("no-such-entry-point")
 
 
-def test_resource_kwargs(tmp_path):
+def testresource_kwargs(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({
         "deployments": {"container": [{"name": "d", "provider": "docker", "image": "nb"}]},
@@ -44,12 +39,12 @@ def test_resource_kwargs(tmp_path):
                        "spawner": {"class": "docker", "kwargs": {"extra_host_config": {"shm_size": "1g"}}}}],
     }))
     choice = resolve_choice(load_catalogue([f]), {"gpus": 2}, user_name="a", groups=[], admin=False)
-    kwargs = _resource_kwargs(DockerSpawner, choice)
+    kwargs = resource_kwargs(DockerSpawner, choice)
     assert kwargs["cpu_limit"] == 2.0 and kwargs["mem_limit"] == "512M"
     assert kwargs["extra_host_config"]["shm_size"] == "1g"
     assert kwargs["extra_host_config"]["device_requests"][0]["Count"] == 2
-    assert "extra_host_config" not in _resource_kwargs(LocalProcessSpawner, choice)
-    assert DockerSpawner(**_resource_kwargs(DockerSpawner, choice)).mem_limit == 512 * 1024 * 1024
+    assert "extra_host_config" not in resource_kwargs(LocalProcessSpawner, choice)
+    assert DockerSpawner(**resource_kwargs(DockerSpawner, choice)).mem_limit == 512 * 1024 * 1024
 
 
 def test_resource_kwargs_for_batchspawner(tmp_path):
@@ -66,7 +61,7 @@ def test_resource_kwargs_for_batchspawner(tmp_path):
     catalogue = load_catalogue([f])
 
     def kwargs_for(cls, **options):
-        return _resource_kwargs(cls, resolve_choice(catalogue, options, user_name="a", groups=[], admin=False))
+        return resource_kwargs(cls, resolve_choice(catalogue, options, user_name="a", groups=[], admin=False))
 
     kwargs = kwargs_for(SlurmSpawner, cpu=1.5, memory_mb=2048, gpus=2)
     assert kwargs == {"cpu_limit": 1.5, "req_nprocs": "2", "mem_limit": "2048M", "req_memory": "2048M",
@@ -194,3 +189,37 @@ async def test_progress_never_goes_back_at_the_handover_to_the_child():
     shown = [e["progress"] for e in events if "progress" in e]
     assert shown == [10, 30, 37, 58, 72, 72, 72, 86]
     assert shown == sorted(shown) and shown[-1] < 100
+
+
+def test_the_adapter_of_the_nearest_class_in_the_mro_is_used():
+    from dockerspawner import SwarmSpawner
+    from jupyterhub.spawner import Spawner
+    from kubespawner import KubeSpawner
+
+    from cloudsshspawner import CloudSSHSpawner
+    from multiplespawner.children import ChildAdapter, adapter_for
+    from multiplespawner.children.batch import BatchAdapter
+    from multiplespawner.children.cloudssh import CloudSSHAdapter
+    from multiplespawner.children.docker import DockerAdapter
+    from multiplespawner.children.kube import KubeAdapter
+    from multiplespawner.children.local import LocalProcessAdapter
+
+    class OwnLocal(LocalProcessSpawner):
+        pass
+
+    class OwnSpawner(Spawner):
+        async def start(self):
+            return "http://127.0.0.1:1"
+
+        async def poll(self):
+            return 0
+
+        async def stop(self, now=False):
+            return None
+
+    expected = [(DockerSpawner, DockerAdapter), (SwarmSpawner, DockerAdapter), (KubeSpawner, KubeAdapter),
+                (SlurmSpawner, BatchAdapter), (TorqueSpawner, BatchAdapter), (CloudSSHSpawner, CloudSSHAdapter),
+                (LocalProcessSpawner, LocalProcessAdapter), (OwnLocal, LocalProcessAdapter),
+                (OwnSpawner, ChildAdapter)]
+    assert [(cls, type(adapter_for(cls))) for cls, _ in expected] == expected
+    assert [cls for cls, _ in expected if adapter_for(cls).runs_on_machines] == [CloudSSHSpawner]

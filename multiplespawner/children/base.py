@@ -1,0 +1,84 @@
+"""The adapter interface for child spawners and the registry that picks one for a class.
+
+MultipleSpawner builds its child from a template: the template's ``spawner.kwargs``, then what
+the adapter for the child's class maps the chosen resources onto. One adapter per kind of child
+spawner (a module beside this one); :func:`adapter_for` picks the adapter of the nearest class
+in the child class's MRO, so a subclass (e.g. dockerspawner's SwarmSpawner) gets its base's
+adapter unless it has one of its own.
+
+Adapters name the class they adapt as ``"module:QualName"`` and never import it: the class
+can only be a base of a child class whose module is loaded, so the registry only looks at
+adapters whose module is in ``sys.modules`` already. Loading this package therefore loads no
+child spawner package.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from jupyterhub.spawner import Spawner
+
+    from ..choices import Choice
+
+_ADAPTERS: list[type[ChildAdapter]] = []
+
+
+class ChildAdapter:
+    """How the chosen resources reach one kind of child spawner (this class: any Spawner).
+
+    ``cpu_limit``/``mem_limit`` are Spawner traits every spawner has (DockerSpawner and
+    KubeSpawner enforce them; LocalProcessSpawner only exports them as CPU_LIMIT/MEM_LIMIT).
+    Subclasses override :meth:`resource_kwargs` (calling ``super()``) and set :attr:`adapts`.
+    """
+
+    #: the adapted spawner class, ``"module:QualName"``
+    adapts: ClassVar[str] = "jupyterhub.spawner:Spawner"
+    #: whether this child runs its notebook on a machine the hub reaches over SSH
+    #: (``bare_metal``/``virtual_machine`` templates need such a child)
+    runs_on_machines: ClassVar[bool] = False
+
+    def __init__(self, cls: type[Spawner]):
+        self.cls = cls
+
+    def resource_kwargs(self, choice: Choice) -> dict:
+        """The child's traits for ``choice.resources``; raises ``TemplateError`` for a template
+        whose ``spawner.kwargs`` cannot work with the mapping."""
+        kwargs: dict = {}
+        if "cpu" in choice.resources:
+            kwargs["cpu_limit"] = float(choice.resources["cpu"])
+        if "memory_mb" in choice.resources:
+            kwargs["mem_limit"] = f"{int(choice.resources['memory_mb'])}M"
+        return kwargs
+
+
+def register(adapter: type[ChildAdapter]) -> type[ChildAdapter]:
+    """Add ``adapter`` to the registry (a class decorator for adapter modules)."""
+    _ADAPTERS.append(adapter)
+    return adapter
+
+
+def _adapted_class(adapter: type[ChildAdapter]) -> type | None:
+    """The class ``adapter`` adapts, if its module is loaded (else no child can derive from it)."""
+    module, _, qualname = adapter.adapts.partition(":")
+    found = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) else None
+
+
+def adapter_for(cls: type[Spawner]) -> ChildAdapter:
+    """The adapter of the nearest class in ``cls``'s MRO that has one (:class:`ChildAdapter`
+    for a spawner no registered adapter knows)."""
+    best, best_depth = ChildAdapter, len(cls.__mro__)
+    for adapter in _ADAPTERS:
+        base = _adapted_class(adapter)
+        if base is not None and issubclass(cls, base) and cls.__mro__.index(base) < best_depth:
+            best, best_depth = adapter, cls.__mro__.index(base)
+    return best(cls)
+
+
+def resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
+    """Map the chosen resources onto the traits of a ``cls`` child (see its adapter)."""
+    return adapter_for(cls).resource_kwargs(choice)
