@@ -1,6 +1,8 @@
-"""The exceptions MultipleSpawner stops a spawn with, worded for the user who asked.
+"""The one way MultipleSpawner stops a spawn, worded for the user who asked.
 
-Both are JupyterHub ``SpawnException``\\ s: the REST API answers with their status and
+Every user-facing failure is a :class:`SpawnError`: :func:`refused` (400) or :func:`failed`
+(500), or a subclass with its own status (``machines``' ``MachineStepError``, ``PoolFullError``).
+All are JupyterHub ``SpawnException``\\ s: the REST API answers with their status and
 ``message``, the spawn form shows ``message`` above the form again, the progress stream ends with
 ``Spawn failed: <message>`` and the spawn-pending page shows ``message``; the hub logs
 ``log_message`` without a traceback. (JupyterHub shows ``jupyterhub_message`` on its pages and

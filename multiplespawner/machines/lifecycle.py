@@ -57,7 +57,7 @@ from traitlets.utils.importstring import import_item
 
 from ..catalogue import resolve_placeholders
 from ..children import adapter_for
-from ..errors import SpawnException
+from ..errors import SpawnError, SpawnException, failed
 from ..providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from ..providers.identity import HUB_LABEL
 from .credentials import ServerCredentials
@@ -84,7 +84,7 @@ CONFIGURERS = {"ansible": "multiplespawner.configurers.AnsibleConfigurer"}
 _LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
-class MachineStepError(SpawnException):
+class MachineStepError(SpawnError):
     """A step of the machine path failed; the message names the step and the reason."""
 
     def __init__(self, phase: str, reason: str):
@@ -176,30 +176,28 @@ class MachineLease:
 
     # -- checks at prepare() time -----------------------------------------------------------
     def check(self, child_class: type) -> None:
-        """Refuse a template this path cannot run (raises SpawnException naming the problem)."""
+        """Refuse a template this path cannot run (a 500 :func:`~multiplespawner.errors.failed` naming the problem)."""
         name = self.template_spec["name"]
         if not adapter_for(child_class).runs_on_machines:
-            raise SpawnException(
+            raise failed(
                 f"Template {name!r}: {self.template_spec['resource_type']} templates "
                 "need cloudsshspawner.CloudSSHSpawner (or a subclass) as their spawner.",
-                reason="template_error", status_code=500,
+                "template_error",
             )
         if self.authenticator == "certificate" and not self.orchestrator.credential_store().ca_key_file:
-            raise SpawnException(
+            raise failed(
                 f"Template {name!r} logs in with a certificate (authenticator: certificate), but "
                 "the hub has no certificate authority: set c.CredentialStore.ca_key_file.",
-                reason="template_error", status_code=500,
+                "template_error",
             )
         if self.kind == POOL and self.template_spec.get("configurer") and not self.orchestrator.pool_admin_key_file:
-            raise SpawnException(
+            raise failed(
                 f"Template {name!r} configures bare_metal pool hosts, but the hub has no admin "
                 "key for them: set c.MachineOrchestrator.pool_admin_key_file.",
-                reason="template_error", status_code=500,
+                "template_error",
             )
         if self.kind == POOL and not self.deployment.get("hosts"):
-            raise SpawnException(
-                f"Deployment {self.deployment['name']!r} lists no hosts.", reason="template_error", status_code=500
-            )
+            raise failed(f"Deployment {self.deployment['name']!r} lists no hosts.", "template_error")
 
     async def claim_pool_host(self) -> None:
         """Claim a pool host with capacity left (called before anything starts).
@@ -432,8 +430,7 @@ def lease_for(spawner, orchestrator, template_spec: dict, deployment: dict | Non
     if template_spec["resource_type"] not in MACHINE_RESOURCE_TYPES:
         return None
     if deployment is None:
-        raise SpawnException(f"Template {template_spec['name']!r} has no deployment for its provider.",
-                             reason="template_error", status_code=500)
+        raise failed(f"Template {template_spec['name']!r} has no deployment for its provider.", "template_error")
     return MachineLease(spawner, orchestrator, template_spec, deployment, resources, placeholders, state)
 
 

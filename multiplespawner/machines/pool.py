@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import SpawnException
+from ..errors import SpawnError
 
 #: the pseudo-provider name of pool hosts in :class:`~multiplespawner.providers.base.Machine` records
 POOL = "pool"
@@ -31,7 +31,7 @@ _CONFIG_HASHES: dict[tuple, str | None] = {}
 _HOST_LOCKS: dict[tuple, asyncio.Lock] = {}
 
 
-class PoolFullError(SpawnException):
+class PoolFullError(SpawnError):
     """Every host of a pool is in use: the spawn is refused at once (503, reason ``capacity``)."""
 
     def __init__(self, message: str):
