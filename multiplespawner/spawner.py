@@ -43,7 +43,7 @@ from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, user_facing
 from .form import options_from_form as form_fields_to_options
-from .form import render_form
+from .form import default_form_template, render_form
 from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .prerequisites import Prerequisites
 
@@ -107,6 +107,21 @@ class MultipleSpawner(Spawner):
         Checks and reloads run in a worker thread, and concurrent requests share one check.
         """,
     ).tag(config=True)
+
+    options_form_template = Unicode(
+        help="""The spawn form as a Jinja template (autoescaped), like KubeSpawner's
+        profile_form_template. It gets ``admin_error``, ``templates`` (each with name,
+        display_name, description, resource_type, resource_type_label, providers, checked,
+        reason and fields: key, label, step, min, max, value), ``providers`` and
+        ``resource_types`` (value, text, selected), and must post ``template``, ``provider`` and
+        ``<template>.<key>`` fields. Default: the packaged multiplespawner/templates/spawn_form.html;
+        start from a copy of it.
+        """,
+    ).tag(config=True)
+
+    @default("options_form_template")
+    def _options_form_template_default(self):
+        return default_form_template()
 
     lifetime_grace = Float(
         2.0,
@@ -181,11 +196,13 @@ class MultipleSpawner(Spawner):
             catalogue = await source.get()
         except Exception as e:  # no good catalogue at all: admins see why, users a notice
             self.log.error("No usable template catalogue for %s: %s", self._log_name, e)
-            return render_form([], admin_error=str(e) if identity["admin"] else None)
+            return render_form([], admin_error=str(e) if identity["admin"] else None,
+                               template_text=self.options_form_template)
         usable = catalogue.usable_by(**identity)
         unavailable = await self._unavailable(catalogue, usable)
         error = str(source.error) if source.error and identity["admin"] else None
-        return render_form(usable, last=self.user_options, unavailable=unavailable, admin_error=error)
+        return render_form(usable, last=self.user_options, unavailable=unavailable, admin_error=error,
+                           template_text=self.options_form_template)
 
     @default("options_from_form")
     def _options_from_form_default(self):

@@ -223,3 +223,22 @@ def test_the_adapter_of_the_nearest_class_in_the_mro_is_used():
                 (OwnSpawner, ChildAdapter)]
     assert [(cls, type(adapter_for(cls))) for cls, _ in expected] == expected
     assert [cls for cls, _ in expected if adapter_for(cls).runs_on_machines] == [CloudSSHSpawner]
+
+
+async def test_operators_can_replace_the_spawn_form_template(tmp_path):
+    """c.MultipleSpawner.options_form_template is a Jinja template (autoescaped) that gets the
+    form's variables; its default is the packaged spawn_form.html."""
+    from multiplespawner.form import default_form_template
+
+    catalogue = {"deployments": {"local": [{"name": "hub-host", "provider": "local"}]}, "templates": [
+        {"name": "plain", "display_name": "Plain <b>", "resource_type": "local", "providers": ["local"],
+         "resources": {"cpu": {"default": 1, "min": 0.5, "max": 2}},
+         "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner", "kwargs": {}}}]}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(catalogue))
+    assert _spawner(catalogue_paths=[str(path)]).options_form_template == default_form_template()
+    assert 'id="multiplespawner-form"' in await _spawner(catalogue_paths=[str(path)]).render_options_form()
+    own = ("{% for t in templates %}<p>{{ t.display_name }}{% for f in t.fields %} {{ f.key }}:{{ f.min }}-"
+           "{{ f.max }}={{ f.value }}{% endfor %}</p>{% endfor %}")
+    spawner = _spawner(catalogue_paths=[str(path)], options_form_template=own)
+    assert await spawner.render_options_form() == "<p>Plain &lt;b&gt; cpu:0.5-2=1</p>"
