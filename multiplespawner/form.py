@@ -13,10 +13,13 @@ The last choice of the server preselects its provider, resource type, template a
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from html import escape
 from importlib import resources
 
 import jinja2
+from markupsafe import Markup
 
 from .catalogue import RESOURCE_KEYS, Bound, Template
 
@@ -44,9 +47,16 @@ def default_form_template() -> str:
     return resources.files(__package__).joinpath(FORM_TEMPLATE_FILE).read_text()
 
 
+def _escaped(value) -> Markup:
+    """Every value a template prints, escaped as :func:`html.escape` does (quotes too)."""
+    return value if isinstance(value, Markup) else Markup(escape(str(value)))
+
+
 @lru_cache(maxsize=8)
 def _compiled(template_text: str) -> jinja2.Template:
-    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(template_text)
+    env = jinja2.Environment(autoescape=True, finalize=_escaped, undefined=jinja2.StrictUndefined)
+    env.filters["json"] = json.dumps  # a plain string: printed escaped, fit for an attribute
+    return env.from_string(template_text)
 
 
 def _fmt(x) -> str:
