@@ -21,6 +21,7 @@ a bounded thread pool (:meth:`Provider.run_blocking`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -92,6 +93,27 @@ class Provider(ABC):
         """Run a blocking call in this provider's bounded thread pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool(), lambda: func(*args, **kwargs))
+
+    async def create_in_thread(self, create, destroy, *args) -> Machine:
+        """``create(*args)`` (blocking, returns the new :class:`Machine`) in the thread pool.
+
+        A thread cannot be interrupted: if the caller is cancelled while ``create`` runs, the
+        machine it still makes is removed with ``destroy(machine.id)`` (blocking, in the pool)
+        as soon as it exists, so a cancelled spawn leaves no machine behind.
+        """
+        future = self._pool().submit(create, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda done: self._destroy_made(done, destroy))
+            raise
+
+    def _destroy_made(self, future, destroy) -> None:
+        if not future.cancelled() and future.exception() is None:
+            machine_id = future.result().id
+            log = getattr(self, "log", None) or logging.getLogger(type(self).__module__)
+            log.info("Removing %s machine %s: its creation was cancelled", self.name, machine_id)
+            self._pool().submit(destroy, machine_id)
 
     @abstractmethod
     async def create(self, spec: MachineSpec) -> Machine: ...

@@ -216,22 +216,10 @@ class DockerProvider(Provider):
         check_labels(spec.labels)
         host_public_key = public_host_key(spec.host_key_private)
         self.log.info("Creating container machine %s", spec.name)
-        future = self._pool().submit(self._create_blocking, spec, host_public_key)
-        try:
-            machine = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            # the thread cannot be interrupted: remove the container once it exists
-            future.add_done_callback(self._remove_after_cancel)
-            raise
+        machine = await self.create_in_thread(self._create_blocking, self._remove_blocking, spec, host_public_key)
         self.log.info("Container machine %s is %s, sshd on %s:%s", spec.name, machine.id[:12],
                       machine.host, machine.port)
         return machine
-
-    def _remove_after_cancel(self, future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            machine_id = future.result().id
-            self.log.info("Removing container %s: its creation was cancelled", machine_id[:12])
-            self._pool().submit(self._remove_blocking, machine_id)
 
     async def wait_ready(self, machine: Machine, timeout: float) -> None:
         """Wait for sshd with the pinned host key; fail early if the container stops."""

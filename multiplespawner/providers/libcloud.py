@@ -33,7 +33,6 @@ driver object (libcloud connections are not shared between threads).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -282,18 +281,9 @@ class LibcloudProvider(Provider):
         """Create the node and return once it runs with an address (not yet reachable by SSH)."""
         check_labels(spec.labels)
         host_public_key = public_host_key(spec.host_key_private)
-        future = self._pool().submit(self._create_blocking, spec, host_public_key)
-        try:
-            machine = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(self._destroy_after_cancel)
-            raise
+        machine = await self.create_in_thread(self._create_blocking, self._destroy_blocking, spec, host_public_key)
         self.log.info("%s node %s is %s at %s", self.driver_name, spec.name, machine.id, machine.host)
         return machine
-
-    def _destroy_after_cancel(self, future) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self._pool().submit(self._destroy_blocking, future.result().id)
 
     async def wait_ready(self, machine: Machine, timeout: float) -> None:
         await wait_for_ssh(machine.host, machine.port, machine.host_public_key, timeout)
