@@ -90,3 +90,10 @@ def test_the_spawner_is_still_reachable_from_the_package_and_its_entry_point():
 def test_providers_know_nothing_of_jupyterhub():
     modules = loaded_after("import multiplespawner.providers.registry, multiplespawner.providers.docker")
     assert not under(modules, {"jupyterhub", "multiplespawner.machines", "multiplespawner.spawner"})
+
+
+def test_the_child_adapters_load_no_child_spawner_package():
+    """Adapters never import the class they adapt: a child class whose module is not loaded
+    cannot derive from it anyway (see multiplespawner/children/base.py)."""
+    modules = loaded_after("import multiplespawner.children")
+    assert not under(modules, {"dockerspawner", "kubespawner", "batchspawner", "cloudsshspawner", "docker"})
