@@ -13,6 +13,8 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.handlers.login import LogoutHandler
 from tornado import web
 
+from .parsers import HeaderParseError, loads_bounded
+
 
 class HeaderLoginHandler(BaseHandler):
     """Log in from the front proxy's headers on GET or POST.
@@ -59,8 +61,9 @@ class UserDataHandler(BaseHandler):
     """Accept extra user data from the trusted front proxy and keep it in auth_state.
 
     Contract: ``POST`` with ``Content-Type: application/json`` and a JSON object whose keys
-    are all in ``HeaderAuthenticator.user_external_allow_attributes``, from a trusted peer
-    (and with the shared secret, if configured), carrying the username header of a user who
+    are all in ``HeaderAuthenticator.user_external_allow_attributes``, at most
+    ``max_user_data_size`` bytes and ``max_user_data_depth`` levels deep, from a trusted peer
+    with the shared secret, carrying the username header of a user who
     has logged in before. The values are merged into that user's auth_state, which persists
     in the hub database (encrypted). Answers 200 with the stored keys.
 
@@ -88,9 +91,11 @@ class UserDataHandler(BaseHandler):
                 413, f"User data is larger than {authenticator.max_user_data_size} bytes."
             )
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise web.HTTPError(400, "User data is not valid JSON.") from None
+            data = loads_bounded(body.decode("utf-8"), authenticator.max_user_data_depth, "User data")
+        except UnicodeDecodeError:
+            raise web.HTTPError(400, "User data is not UTF-8 text.") from None
+        except HeaderParseError as e:
+            raise web.HTTPError(e.status, f"{e.message}.") from None
         if not isinstance(data, dict) or not data:
             raise web.HTTPError(400, "User data must be a non-empty JSON object.")
         unknown = sorted(set(data) - set(allowed))
