@@ -75,6 +75,14 @@ class UserDataHandler(BaseHandler):
     def check_xsrf_cookie(self):
         return
 
+    def write_error(self, status_code, **kwargs):
+        """Refusals as JSON ``{"status": ..., "message": ...}`` for the front proxy, which is
+        the caller here (the hub's HTML error pages drop the message of a 404)."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
     async def post(self):
         authenticator = self.authenticator
         allowed = authenticator.user_external_allow_attributes

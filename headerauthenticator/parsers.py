@@ -10,6 +10,7 @@ Parsers never log header values above DEBUG.
 """
 
 import json
+import math
 import re
 
 from traitlets import CRegExp, Dict, Int
@@ -137,18 +138,37 @@ def json_depth(text: str) -> int:
 def loads_bounded(text: str, max_depth: int, what: str):
     """``json.loads`` for untrusted text: :class:`HeaderParseError` (400) naming ``what`` if
     it nests lists/objects deeper than ``max_depth`` (checked first, so the decoder never
-    recurses deeply) or is not JSON. The message gives a position only: the text may be secret."""
+    recurses deeply) or is not standard JSON (``NaN``, ``Infinity`` and numbers that overflow
+    to infinity are refused too: they would make the hub's REST API answer invalid JSON). The
+    message gives a position only: the text may be secret."""
     if json_depth(text) > max_depth:
         raise HeaderParseError(400, f"{what} is nested more than {max_depth} levels deep")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         raise HeaderParseError(400, f"{what} is not valid JSON ({_where(e)})") from None
+
+
+class _NotJSON(ValueError):
+    """Python's decoder accepts it, JSON does not (NaN, Infinity, 1e999)."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJSON("a number out of range")
+    return value
 
 
 def _where(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at character {error.pos}"
+    if isinstance(error, _NotJSON):
+        return str(error)
     return type(error).__name__
 
 

@@ -64,7 +64,9 @@ def test_json_parser(value, expected):
     assert JSONParser().parse(value) == expected
 
 
-@pytest.mark.parametrize("value", ["{not json", '{"a": 1', "[" * 100000, "secret-token-xyz"])
+@pytest.mark.parametrize(
+    "value", ["{not json", '{"a": 1', "[" * 100000, "secret-token-xyz", "NaN", '[-Infinity]', "1e999", "1" * 5000]
+)
 def test_json_parser_bad_json_is_400_without_the_value(value):
     with pytest.raises(HeaderParseError) as e:
         JSONParser().parse(value)
