@@ -24,6 +24,7 @@ from .parsers import HeaderParseError, Parser, split_groups
 from .trust import parse_networks, resolve_peer, trusts_everyone
 
 SECRET_ENV = "JUPYTERHUB_HEADER_AUTH_SECRET"
+MIN_SECRET_LENGTH = 16
 
 
 class HeaderAuthenticator(Authenticator):
@@ -97,7 +98,8 @@ class HeaderAuthenticator(Authenticator):
 
     shared_secret = Unicode(
         help=f"""Secret the front proxy must send in ``shared_secret_header`` with every login
-        and user-data request; compared in constant time. Defaults to ${SECRET_ENV} so the
+        and user-data request; compared in constant time; at least {MIN_SECRET_LENGTH}
+        characters (start-up refuses a shorter one). Defaults to ${SECRET_ENV} so the
         secret need not be written into jupyterhub_config.py. Required unless
         ``require_shared_secret`` is False: addresses cannot tell the front proxy from any
         other process that reaches the hub's ports (the hub's own proxy, CHP, forwards
@@ -235,8 +237,15 @@ class HeaderAuthenticator(Authenticator):
 
     def _check_secret(self):
         """Refuse to start without a shared secret unless ``require_shared_secret`` is False
-        (ValueError naming the option and the proxy-side line to add)."""
+        (ValueError naming the option and the proxy-side line to add), and with one shorter
+        than ``MIN_SECRET_LENGTH`` characters (guessable by any local process)."""
         if self.shared_secret:
+            if len(self.shared_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"HeaderAuthenticator.shared_secret is {len(self.shared_secret)} characters long: "
+                    f"use at least {MIN_SECRET_LENGTH} random characters (openssl rand -hex 32), "
+                    f"a short one can be guessed by anything that reaches the hub's ports."
+                )
             return
         header = self.shared_secret_header
         if self.require_shared_secret:

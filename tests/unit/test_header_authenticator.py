@@ -174,9 +174,9 @@ async def test_shared_secret(caplog):
 
 
 async def test_shared_secret_from_environment(monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env")
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env-0123456789")
     auth = HeaderAuthenticator(trusted_proxy_ips=[NGINX])
-    assert auth.shared_secret == "from-env"
+    assert auth.shared_secret == "from-env-0123456789"
 
 
 async def test_missing_username_header_is_401_naming_it():
@@ -315,6 +315,12 @@ def test_refuses_to_start_without_the_shared_secret(monkeypatch, config):
         assert text in message
 
 
+@pytest.mark.parametrize("secret", ["x", "s3cr3t", "0123456789abcde"])
+def test_refuses_a_short_secret(secret):
+    with pytest.raises(ValueError, match=f"shared_secret is {len(secret)} characters long: use at least 16"):
+        HeaderAuthenticator(trusted_proxy_ips=[NGINX], shared_secret=secret)
+
+
 async def test_opting_out_of_the_secret_is_loud_and_judges_addresses_only(monkeypatch, caplog):
     monkeypatch.delenv("JUPYTERHUB_HEADER_AUTH_SECRET", raising=False)
     with caplog.at_level(logging.WARNING):
@@ -336,7 +342,7 @@ async def test_a_set_secret_is_checked_even_when_not_required():
 
 
 def test_secret_from_the_environment_starts_without_warning(caplog, monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env")
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env-0123456789")
     with caplog.at_level(logging.WARNING):
         HeaderAuthenticator(trusted_proxy_ips=["127.0.0.2"])
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
