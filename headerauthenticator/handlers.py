@@ -57,6 +57,7 @@ class HeaderLogoutHandler(LogoutHandler):
             await super().render_logout_page()
 
 
+@web.stream_request_body
 class UserDataHandler(BaseHandler):
     """Accept extra user data from the trusted front proxy and keep it in auth_state.
 
@@ -70,10 +71,26 @@ class UserDataHandler(BaseHandler):
     The user is named by the proxy's header, not by a hub cookie, so the hub's XSRF cookie
     check does not apply; requiring ``application/json`` keeps browsers from forging the
     request cross-site (that content type needs a CORS preflight the hub never grants).
+    Refusals are 4xx with a JSON body ``{"status": ..., "message": ...}`` and store nothing.
+
+    The body is streamed: at most ``max_user_data_size`` bytes of it are kept in memory,
+    whatever the client sends.
     """
 
     def check_xsrf_cookie(self):
         return
+
+    async def prepare(self):
+        self._body = bytearray()  # before anything can fail: the body arrives regardless
+        self._body_too_large = False
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self._body) + len(chunk) > self.authenticator.max_user_data_size:
+            self._body_too_large = True
+            self._body.clear()
+        elif not self._body_too_large:
+            self._body += chunk
 
     def write_error(self, status_code, **kwargs):
         """Refusals as JSON ``{"status": ..., "message": ...}`` for the front proxy, which is
@@ -93,13 +110,12 @@ class UserDataHandler(BaseHandler):
         if content_type.lower() != "application/json":
             raise web.HTTPError(415, "User data must be sent as application/json.")
         username = authenticator.normalize_username(authenticator.username_from_request(self))
-        body = self.request.body
-        if len(body) > authenticator.max_user_data_size:
+        if self._body_too_large:
             raise web.HTTPError(
                 413, f"User data is larger than {authenticator.max_user_data_size} bytes."
             )
         try:
-            data = loads_bounded(body.decode("utf-8"), authenticator.max_user_data_depth, "User data")
+            data = loads_bounded(self._body.decode("utf-8"), authenticator.max_user_data_depth, "User data")
         except UnicodeDecodeError:
             raise web.HTTPError(400, "User data is not UTF-8 text.") from None
         except HeaderParseError as e:

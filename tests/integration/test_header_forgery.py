@@ -105,6 +105,22 @@ def test_deep_groups_header_is_400(hub_factory):
     assert "Traceback" not in hub.log_text() and " 500 " not in hub.log_text()
 
 
+def test_oversize_user_data_body_is_413(hub_factory):
+    """A body of megabytes straight to the hub's port: refused with a message, not kept."""
+    hub, secret = hub_behind_remote_proxy(
+        hub_factory,
+        "c.HeaderAuthenticator.enable_auth_state = True\n"
+        "c.HeaderAuthenticator.user_external_allow_attributes = ['data']\n",
+        env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+    )
+    headers = as_front_proxy(secret, **{"Remote-User": "alice", "Content-Type": "application/json"})
+    body = b'{"data": "' + b"z" * 5_000_000 + b'"}'
+    r = requests.post(f"http://127.0.0.1:{hub.hub_port}/hub/set-user-data", data=body, headers=headers, timeout=60)
+    assert r.status_code == 413
+    assert r.json() == {"status": 413, "message": "User data is larger than 65536 bytes."}
+    assert "Traceback" not in hub.log_text()
+
+
 class _Recorder(http.server.BaseHTTPRequestHandler):
     """Upstream that records each request's path and shared-secret headers, answers 200."""
 
