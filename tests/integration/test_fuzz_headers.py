@@ -61,7 +61,7 @@ FORWARDED_FOR = st.one_of(
     VALUE,
 )
 SECRET_SENT = st.sampled_from(["right", "absent", "empty", "wrong", "truncated", "longer"])
-# Half the requests are what the front proxy sends through CHP (so the headers reach the
+# Half the requests are what CHP forwards from the front proxy (so the headers reach the
 # parsers), half are forged: to the hub's port or CHP, any X-Forwarded-For, any secret.
 SENDER = st.one_of(
     st.just(("hub port", FRONT_PROXY, "right")),
