@@ -22,8 +22,11 @@ everything else        (``spawner.class``, other kwargs, ``configurer``, ``authe
                        ``resource_type``, ``providers``, ``requires``): unscoped editors only
 =====================  ====================================================================
 
-So a course editor cannot create a template (that sets its spawner) but may delete one of
-theirs. :meth:`Editor.refusals` lists every refused field with the permission it needs.
+A course editor creates a template as a copy of one of theirs: its ``resource_type``,
+``providers``, ``requires``, ``spawner``, ``configurer`` and ``authenticator`` must equal those
+of a template they may edit, and every other field is checked as a change from that template's
+``access`` (and from nothing else). A course editor may delete a template of theirs.
+:meth:`Editor.refusals` lists every refused field with the permission it needs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ _GROUP_FILTER = f"{EDIT_SCOPE}!group="
 
 #: fields a course editor may change without further checks
 _FREE_FIELDS = ("name", "display_name", "description", "enabled")
+#: fields only unrestricted editors may change; a course editor's new template copies them
+_COPIED_FIELDS = ("resource_type", "providers", "requires", "spawner", "configurer", "authenticator")
 
 
 @dataclass(frozen=True)
@@ -74,24 +79,30 @@ class Editor:
             return True
         return isinstance(spec, dict) and bool(self.tags & set(_strings(spec.get("tags"))))
 
-    def refusals(self, before: dict | None, after: dict | None, rules: CourseRules) -> list[str]:
+    def refusals(self, before: dict | None, after: dict | None, rules: CourseRules,
+                 existing=()) -> list[str]:
         """Why this editor may not turn ``before`` into ``after``: one message per refused
         field naming the permission it needs (empty: allowed).
 
-        ``before`` None is a creation, ``after`` None a deletion. ``after`` must have passed
-        nothing yet: malformed values are refused here as changes, never raise.
+        ``before`` None is a creation (checked against the template of ``existing``, the
+        catalogue's templates, that it copies), ``after`` None a deletion. ``after`` need not
+        be valid: malformed values are refused here as changes, never raise.
         """
         if self.everything:
             return []
         mine = ", ".join(sorted(self.tags))
         if before is not None and not self.may_edit(before):
-            return [f"you may only change templates tagged with one of your courses ({mine})"]
+            return [f"you may only edit templates tagged with one of your courses ({mine})"]
         if after is None:
             return []
         if not self.may_edit(after):
             return [f"tags: the template must keep a tag of one of your courses ({mine})"]
-        old = before or {}
-        problems = []
+        old = before if before is not None else self._copied(after, existing)
+        problems = [] if old is not None else [
+            f"a course editor creates a template as a copy of one of theirs: {', '.join(_COPIED_FIELDS)} "
+            f"must equal those of a template tagged {mine}; anything else needs the unrestricted "
+            f"{EDIT_SCOPE} permission"]
+        old = old or {}
         for key in sorted(set(old) | set(after), key=str):
             if key in _FREE_FIELDS or old.get(key) == after.get(key):
                 continue
@@ -100,6 +111,13 @@ class Editor:
             if reason:
                 problems.append(f"{key}: {reason}")
         return problems
+
+    def _copied(self, after: dict, existing) -> dict | None:
+        """The fields a new template takes from the template of ``existing`` it copies."""
+        for spec in existing:
+            if self.may_edit(spec) and all(spec.get(k) == after.get(k) for k in _COPIED_FIELDS):
+                return {k: spec[k] for k in (*_COPIED_FIELDS, "access") if k in spec}
+        return None
 
 
 _UNSCOPED = f"changing it needs the unrestricted {EDIT_SCOPE} permission"

@@ -130,16 +130,17 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                        "starting with a letter or digit")
         return value
 
-    def refuse(self, editor: Editor, before: dict | None, after: dict | None) -> None:
-        """403 listing every field ``editor`` may not change from ``before`` to ``after``."""
-        reasons = editor.refusals(before, after, self.settings["course_rules"])
+    def refuse(self, editor: Editor, before: dict | None, after: dict | None, existing=()) -> None:
+        """403 listing every field ``editor`` may not change from ``before`` to ``after``
+        (``existing``: the catalogue's templates, for a creation)."""
+        reasons = editor.refusals(before, after, self.settings["course_rules"], existing)
         if reasons:
             raise _forbidden(Forbidden(reasons))
 
     def authorize(self, editor: Editor):
         """The check the store repeats under its lock, with the template as it is then."""
         rules = self.settings["course_rules"]
-        return lambda before, after: editor.refusals(before, after, rules)
+        return lambda before, after, existing: editor.refusals(before, after, rules, existing)
 
     def problems_of(self, e: CatalogueError) -> list[str]:
         """``e``'s problems as text, catalogue files named relative to the catalogue directory
@@ -209,7 +210,8 @@ class TemplatesHandler(BaseHandler):
     async def post(self):
         editor = self.editor()
         spec = self.body_template()
-        self.refuse(editor, None, spec)
+        if not editor.everything:
+            self.refuse(editor, None, spec, [e.spec for e in await self.blocking(self.store.list)])
         try:
             entry = await self.blocking(self.store.put, spec["name"], spec, None, editor.name, self.authorize(editor))
         except CatalogueError as e:

@@ -177,8 +177,9 @@ class TemplateStore:
     def put(self, name: str, spec: dict, if_match: str | None, actor: str, authorize=None) -> Entry:
         """Create (``if_match`` None) or replace (``if_match`` = the ETag read) template ``name``.
 
-        ``authorize(current_spec_or_None, spec)`` returns the reasons to refuse the change
-        (empty: allowed); it is called under the lock with the template as it is then. Raises
+        ``authorize(current_spec_or_None, spec, all_specs)`` returns the reasons to refuse the
+        change (empty: allowed); it is called under the lock with the templates as they are
+        then. Raises
         Conflict, Forbidden or CatalogueError (also for a name mismatch); nothing is written
         then.
         """
@@ -237,7 +238,8 @@ class TemplateStore:
         if etag != if_match or (spec is None and current is None):
             raise Conflict(name, etag)
         if authorize is not None:
-            reasons = authorize(current.spec if current else None, spec)
+            reasons = authorize(current.spec if current else None, spec,
+                                [e.spec for e in self._entries(files).values()])
             if reasons:
                 raise Forbidden(reasons)
         return current

@@ -38,7 +38,7 @@ def test_group_filtered_scope_edits_tagged_templates_only():
     assert TA.tags == {"course-a", "course-c"}
     b = {**BASE, "name": "b", "tags": ["course-b"]}
     assert TA.may_edit(BASE) and not TA.may_edit(b) and not TA.may_edit({"name": "u"})
-    assert "only change templates tagged" in TA.refusals(b, {**b, "tags": ["course-a"]}, RULES)[0]
+    assert "only edit templates tagged" in TA.refusals(b, {**b, "tags": ["course-a"]}, RULES)[0]
     assert "must keep a tag" in TA.refusals(BASE, {**BASE, "tags": ["course-b"]}, RULES)[0]
     assert TA.refusals(BASE, None, RULES) == []  # deleting one of theirs
     assert TA.refusals(b, None, RULES) != []
@@ -122,3 +122,17 @@ def test_malformed_values_are_refusals_not_errors(junk):
     for field in ("tags", "access", "resources", "lifetime_minutes", "environment", "spawner"):
         spec = {**BASE, field: junk}
         assert isinstance(TA.refusals(BASE, spec, RULES), list)
+
+
+def test_course_editor_creates_templates_as_copies_of_theirs():
+    other_course = {**BASE, "name": "b", "tags": ["course-b"], "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner"}}
+    copy = {**BASE, "name": "a2", "display_name": "A, second"}
+    assert TA.refusals(None, copy, RULES, [other_course, BASE]) == []
+    # a copy of another course's template, or one with a different spawner, is not a copy of theirs
+    theirs = {**other_course, "name": "b2", "tags": ["course-a"]}
+    reasons = TA.refusals(None, theirs, RULES, [other_course, BASE])
+    assert reasons[0].startswith("a course editor creates a template as a copy of one of theirs")
+    assert any(r.startswith("spawner: ") for r in reasons)
+    # the copy's other fields are checked as changes from the original's access and from nothing
+    wider = {**copy, "access": {"groups": ["course-a", "course-b"]}, "resources": {"memory_mb": {"default": 9000}}}
+    assert [r.split(":")[0] for r in TA.refusals(None, wider, RULES, [BASE])] == ["access", "resources"]
