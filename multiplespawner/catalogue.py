@@ -320,11 +320,11 @@ def parse_document(data: str | bytes, filename: str, policy: CataloguePolicy = D
     label = syntax.upper()
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > policy.max_bytes:
-        raise CatalogueError([Problem(filename, "", f"is {len(raw)} bytes; at most {policy.max_bytes} are accepted")])
+        raise CatalogueError([Problem(filename, "", f"too large: {len(raw)} bytes; at most {policy.max_bytes} are accepted")])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CatalogueError([Problem(filename, "", f"is not UTF-8 text ({e.reason} at byte {e.start})")])
+        raise CatalogueError([Problem(filename, "", f"not UTF-8 text ({e.reason} at byte {e.start})")])
     try:
         value = json.loads(text) if syntax == "json" else yaml.load(text, Loader=_BoundedLoader)
     except RecursionError:

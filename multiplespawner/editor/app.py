@@ -120,7 +120,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         try:
             value = parse_document(self.request.body, "request body", policy, syntax)
         except CatalogueError as e:
-            raise _bad(f"the body is not a valid {syntax.upper()} template", [str(p) for p in e.problems])
+            raise _bad("the body is " + "; ".join(p.message for p in e.problems), [str(p) for p in e.problems])
         if isinstance(value, list) and len(value) == 1:
             value = value[0]  # a thesis-format file holding one template
         if not isinstance(value, dict):
@@ -175,7 +175,7 @@ def _bad(message: str, problems: list[str] = ()) -> web.HTTPError:
 
 
 def _forbidden(e: Forbidden) -> web.HTTPError:
-    err = web.HTTPError(403, "you may not make this change; nothing was saved: " + "; ".join(e.reasons))
+    err = web.HTTPError(403, "; ".join(e.reasons) + " (nothing was saved)")
     err.extra = {"problems": e.reasons}
     return err
 

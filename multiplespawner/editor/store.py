@@ -255,7 +255,7 @@ class TemplateStore:
 
     def _apply(self, files: list[_File], changes: dict[str, dict | None]) -> list[_File]:
         """New file contents with ``changes`` applied (inputs untouched)."""
-        result = [_File(f.path, json.loads(json.dumps(f.document))) for f in files]
+        result = [_File(f.path, json.loads(json.dumps(f.document)), f.error) for f in files]
         pending = dict(changes)
         for f in result:
             templates = self._templates_of(f.document)

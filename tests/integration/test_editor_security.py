@@ -13,21 +13,10 @@ import time
 import pytest
 import yaml
 
-from tests.fixtures.editor import hub_session, local_template, start_editor_hub
+from tests.fixtures.editor import alias_bomb, hub_session, local_template, start_editor_hub
 from tests.fixtures.procs import wait_until
 
 SIMPLE = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-
-
-def alias_bomb(levels: int) -> str:
-    """A template whose description expands 10x per level through YAML aliases."""
-    lines = ['name: bomb', 'resource_type: local', 'providers: [local]',
-             'spawner: {class: jupyterhub.spawner.LocalProcessSpawner}',
-             'x0: &l0 ["lollollollollollollollollollollollollol"]']
-    for i in range(1, levels + 1):
-        lines.append(f"x{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
-    lines.append(f"description: *l{levels}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
