@@ -120,7 +120,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         try:
             value = parse_document(self.request.body, "request body", policy, syntax)
         except CatalogueError as e:
-            raise _bad("the body is " + "; ".join(p.message for p in e.problems), [str(p) for p in e.problems])
+            raise _bad("the body is " + "; ".join(p.message for p in e.problems))
         if isinstance(value, list) and len(value) == 1:
             value = value[0]  # a thesis-format file holding one template
         if not isinstance(value, dict):
