@@ -10,8 +10,10 @@ A catalogue is built from one or more files (or directories of ``*.json``, ``*.y
 (the last two are the thesis format). Every file is validated against
 ``schema/catalogue.schema.json``; then the merged catalogue is checked as a whole (unique
 template names, a deployment for every provider a template names, defaults inside their bounds,
-known placeholders, a spawner class that imports). Every problem is reported as
-``file: at path: problem``.
+known placeholders, spawner and configurer classes from the operator's allow-lists
+(:class:`CataloguePolicy`), a spawner class that imports). Every problem is reported as
+``file: at path: problem``. Parsing is bounded (:func:`parse_document`: size, depth, no YAML
+aliases), so a hostile file cannot exhaust memory, stack or time.
 
 :class:`CatalogueSource` hands out the current catalogue and reloads it when a file changes.
 """
@@ -35,6 +37,51 @@ import yaml
 
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
+
+#: The spawner classes a template may name unless the operator configures
+#: ``allowed_spawner_classes``: the children the suite supports, as dotted paths and under
+#: their entry-point names. ``SimpleLocalProcessSpawner`` is deliberately absent: it runs the
+#: notebook as the hub's own Unix user.
+DEFAULT_SPAWNER_CLASSES = (
+    "jupyterhub.spawner.LocalProcessSpawner",
+    "localprocess",
+    "default",
+    "dockerspawner.DockerSpawner",
+    "docker",
+    "kubespawner.KubeSpawner",
+    "batchspawner.SlurmSpawner",
+    "cloudsshspawner.CloudSSHSpawner",
+    "cloudssh",
+)
+#: The configurer classes a template may name unless the operator configures
+#: ``allowed_configurer_classes``.
+DEFAULT_CONFIGURER_CLASSES = ("ansible", "multiplespawner.configurers.AnsibleConfigurer")
+#: Configurer options a template may not set: where playbooks and run directories live on the
+#: hub is the operator's choice (``c.AnsibleConfigurer.playbook_dir`` etc.), not a template's.
+HUB_PATH_CONFIGURER_OPTIONS = ("playbook_dir", "work_dir")
+#: Jinja markup, which Ansible would evaluate on the hub (``lookup('pipe', ...)`` runs commands).
+_JINJA_RE = re.compile(r"\{\{|\{%|\{#")
+#: Default size limit of one catalogue file or editor request body.
+DEFAULT_MAX_BYTES = 1024 * 1024
+#: How deeply lists and mappings may nest in a catalogue document (a template needs about 6).
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class CataloguePolicy:
+    """What the operator lets catalogue documents contain, beyond the schema.
+
+    ``spawner_classes`` and ``configurer_classes`` are allow-lists of the names templates may
+    write (checked before anything is imported); ``max_bytes`` bounds each file or request
+    body. The hub builds one from MultipleSpawner's traits, the editor service from its own.
+    """
+
+    spawner_classes: frozenset = frozenset(DEFAULT_SPAWNER_CLASSES)
+    configurer_classes: frozenset = frozenset(DEFAULT_CONFIGURER_CLASSES)
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+DEFAULT_POLICY = CataloguePolicy()
 
 #: Placeholders resolved in spawner kwargs and environment at spawn time.
 PLACEHOLDERS = (
@@ -84,6 +131,12 @@ def _validator_for(definition: str | None):
 
 
 _VALIDATORS = {kind: _validator_for(kind) for kind in (None, "deployments", "templates")}
+_IDENTIFIER_RE = re.compile(SCHEMA["$defs"]["identifier"]["pattern"])
+
+
+def is_identifier(value: Any) -> bool:
+    """Is ``value`` a valid template/deployment/provider name (the schema's ``identifier``)?"""
+    return isinstance(value, str) and _IDENTIFIER_RE.search(value) is not None
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -209,13 +262,90 @@ class Catalogue:
 
 
 # ---- reading --------------------------------------------------------------------------------
-def _parse(text: str, filename: str) -> Any:
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with nesting capped at :data:`MAX_DEPTH`.
+
+    Aliases (``*name``) are refused outright: each one repeats a whole subtree, so a few
+    hundred bytes can expand to gigabytes ("billion laughs"). Depth is counted while composing,
+    before the recursive composer could exhaust the stack.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted here; write the value out",
+                self.peek_event().start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _plain_data_problem(value: Any, path: list, depth: int = 1) -> str | None:
+    """Why ``value`` is not plain JSON data nested at most MAX_DEPTH deep (None: it is)."""
+    if depth > MAX_DEPTH:
+        return f"at {_json_path(path)}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"at {_json_path(path)}: key {k!r} is not a string"
+            problem = _plain_data_problem(v, path + [k], depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            problem = _plain_data_problem(v, path + [i], depth + 1)
+            if problem:
+                return problem
+    elif value is not None and not isinstance(value, (str, bool, int, float)):
+        return f"at {_json_path(path)}: {type(value).__name__} values are not accepted"
+    return None
+
+
+def parse_document(data: str | bytes, filename: str, policy: CataloguePolicy = DEFAULT_POLICY,
+                   syntax: str | None = None) -> Any:
+    """Parse one catalogue document (a file's content or a request body), bounded.
+
+    ``syntax`` is ``"json"`` or ``"yaml"``; by default the file name's suffix decides. The
+    document must be UTF-8, at most ``policy.max_bytes`` long, nested at most
+    :data:`MAX_DEPTH` deep, YAML without aliases, and plain data (strings, numbers, booleans,
+    null, lists, mappings with string keys). Anything else raises :class:`CatalogueError`
+    naming ``filename``; no other exception escapes.
+    """
+    syntax = syntax or ("json" if filename.endswith(".json") else "yaml")
+    label = syntax.upper()
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > policy.max_bytes:
+        raise CatalogueError([Problem(filename, "", f"too large: {len(raw)} bytes; at most {policy.max_bytes} are accepted")])
     try:
-        if filename.endswith(".json"):
-            return json.loads(text)
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CatalogueError([Problem(filename, "", f"not UTF-8 text ({e.reason} at byte {e.start})")])
+    try:
+        value = json.loads(text) if syntax == "json" else yaml.load(text, Loader=_BoundedLoader)
+    except RecursionError:
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: nested deeper than {MAX_DEPTH} levels")])
     except (ValueError, yaml.YAMLError) as e:
-        raise CatalogueError([Problem(filename, "", f"not valid {Path(filename).suffix[1:].upper()}: {e}")])
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: {e}")])
+    problem = _plain_data_problem(value, [])
+    if problem:
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: {problem}")])
+    return value
+
+
+def read_document(path: Path, policy: CataloguePolicy = DEFAULT_POLICY) -> Any:
+    """Read and parse the catalogue file ``path`` (blocking), reading at most one byte more
+    than ``policy.max_bytes``. Raises :class:`CatalogueError` if it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(policy.max_bytes + 1)
+    except OSError as e:
+        raise CatalogueError([Problem(str(path), "", f"cannot read: {e.strerror or e}")])
+    return parse_document(data, str(path), policy)
 
 
 def _kind(document: Any) -> str | None:
@@ -309,21 +439,63 @@ def spawner_class(name: str) -> type:
         raise ValueError(str(e)) from e
 
 
-def _spawner_class_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+def _spawner_class_problems(spec: dict, filename: str, path: list, policy: CataloguePolicy) -> list[Problem]:
+    name = spec["spawner"]["class"]
+    where = _json_path(path + ["spawner", "class"])
+    if name not in policy.spawner_classes:
+        return [Problem(filename, where, f"spawner class {name!r} is not allowed: the operator lists the "
+                        "classes templates may use in allowed_spawner_classes")]
     try:
-        spawner_class(spec["spawner"]["class"])
+        spawner_class(name)
     except ValueError as e:
-        return [Problem(filename, _json_path(path + ["spawner", "class"]), str(e))]
+        return [Problem(filename, where, str(e))]
     return []
 
 
-def build_catalogue(documents: list[Document]) -> Catalogue:
+def _configurer_problems(spec: dict, filename: str, path: list, policy: CataloguePolicy) -> list[Problem]:
+    """The configurer must be allow-listed; its options may not choose hub paths or carry Jinja."""
+    configurer = spec.get("configurer")
+    if configurer is None:
+        return []
+    path = path + ["configurer"]
+    problems = []
+    if configurer["class"] not in policy.configurer_classes:
+        problems.append(Problem(filename, _json_path(path + ["class"]),
+                                f"configurer class {configurer['class']!r} is not allowed: the operator "
+                                "lists the classes templates may use in allowed_configurer_classes"))
+    options = configurer.get("options", {})
+    for key in HUB_PATH_CONFIGURER_OPTIONS:
+        if key in options:
+            problems.append(Problem(filename, _json_path(path + ["options", key]),
+                                    f"{key} is a path on the hub: the operator sets it in the hub's "
+                                    "configuration, a template may not"))
+    playbook = options.get("playbook")
+    if isinstance(playbook, str) and (playbook.startswith("/") or ".." in Path(playbook).parts):
+        problems.append(Problem(filename, _json_path(path + ["options", "playbook"]),
+                                "must be a relative path inside the playbook directory (no '..')"))
+    problems += _jinja_problems(options, filename, path + ["options"])
+    return problems
+
+
+def _jinja_problems(value: Any, filename: str, path: list) -> list[Problem]:
+    if isinstance(value, str):
+        if _JINJA_RE.search(value):
+            return [Problem(filename, _json_path(path), "Jinja markup ({{, {% or {#) is not accepted in "
+                            "configurer options: Ansible would evaluate it on the hub")]
+        return []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for k, v in items for p in _jinja_problems(v, filename, path + [k])]
+
+
+def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT_POLICY) -> Catalogue:
     """Merge validated documents (in order) into a Catalogue (blocking: imports spawner classes).
 
     Checks what one file alone cannot: template names are unique across files, each provider
     a template names has a deployment of its resource type, defaults lie within their bounds,
-    placeholders are known, the spawner class imports and is a concrete Spawner (see
-    :func:`spawner_class`). Raises :class:`CatalogueError` listing every problem.
+    placeholders are known, the spawner and configurer classes are in ``policy``'s allow-lists
+    (checked before importing anything), the spawner class imports and is a concrete Spawner
+    (see :func:`spawner_class`), configurer options choose no hub paths and hold no Jinja.
+    Raises :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}
@@ -364,7 +536,8 @@ def build_catalogue(documents: list[Document]) -> Catalogue:
             if "lifetime_minutes" in spec:
                 problems += _bound_problems(spec["lifetime_minutes"], filename, path + ["lifetime_minutes"])
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
-            problems += _spawner_class_problems(spec, filename, path)
+            problems += _spawner_class_problems(spec, filename, path, policy)
+            problems += _configurer_problems(spec, filename, path, policy)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename
@@ -391,27 +564,22 @@ def catalogue_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
+def load_catalogue(paths: Iterable[str | os.PathLike], policy: CataloguePolicy = DEFAULT_POLICY) -> Catalogue:
     """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads, imports).
 
-    Raises :class:`CatalogueError` for a missing or unreadable file too.
+    Every file is parsed with :func:`read_document` and checked against ``policy``. Raises
+    :class:`CatalogueError` for a missing, unreadable or oversized file too.
     """
     documents = []
     problems: list[Problem] = []
     for f in catalogue_files(paths):
-        name = str(f)
         try:
-            text = f.read_text()
-        except OSError as e:
-            problems.append(Problem(name, "", f"cannot read: {e.strerror or e}"))
-            continue
-        try:
-            documents.append(validate_document(_parse(text, name), name))
+            documents.append(validate_document(read_document(f, policy), str(f)))
         except CatalogueError as e:
             problems += e.problems
     if problems:
         raise CatalogueError(problems)
-    return build_catalogue(documents)
+    return build_catalogue(documents, policy)
 
 
 def default_catalogue_path() -> Path:
@@ -450,8 +618,10 @@ class CatalogueSource:
     :meth:`get` raises :class:`CatalogueError`.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0):
+    def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0,
+                 policy: CataloguePolicy = DEFAULT_POLICY):
         self.paths = tuple(str(p) for p in paths)
+        self.policy = policy
         self.log = log
         self.check_interval = check_interval
         self.current: Catalogue | None = None
@@ -479,7 +649,7 @@ class CatalogueSource:
             return
         self._fingerprint = fingerprint
         try:
-            catalogue = load_catalogue(self.paths)
+            catalogue = load_catalogue(self.paths, self.policy)
         except CatalogueError as e:
             if self.error is None or str(e) != str(self.error):
                 kept = f"keeping version {self.current.version}" if self.current else "no catalogue loaded yet"
@@ -496,13 +666,14 @@ class CatalogueSource:
 _SOURCES: dict[tuple, CatalogueSource] = {}
 
 
-def shared_source(paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0) -> CatalogueSource:
-    """One :class:`CatalogueSource` per set of paths for the whole hub process.
+def shared_source(paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0,
+                  policy: CataloguePolicy = DEFAULT_POLICY) -> CatalogueSource:
+    """One :class:`CatalogueSource` per set of paths (and policy) for the whole hub process.
 
     Every user's spawner asks the same source, so a change is read once.
     """
-    key = (tuple(str(p) for p in paths), check_interval)
+    key = (tuple(str(p) for p in paths), check_interval, policy)
     source = _SOURCES.get(key)
     if source is None:
-        source = _SOURCES[key] = CatalogueSource(key[0], log, check_interval)
+        source = _SOURCES[key] = CatalogueSource(key[0], log, check_interval, policy)
     return source

@@ -31,11 +31,15 @@ from importlib.metadata import entry_points
 from jupyterhub.spawner import Spawner
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, List, Unicode, default, observe
+from traitlets import Float, Integer, List, Unicode, default, observe
 from traitlets.utils.importstring import import_item
 
 from .catalogue import (
+    DEFAULT_CONFIGURER_CLASSES,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SPAWNER_CLASSES,
     CatalogueError,
+    CataloguePolicy,
     CatalogueSource,
     default_catalogue_path,
     resolve_placeholders,
@@ -150,6 +154,30 @@ class MultipleSpawner(Spawner):
         """,
     ).tag(config=True)
 
+    allowed_spawner_classes = List(
+        Unicode(),
+        list(DEFAULT_SPAWNER_CLASSES),
+        help="""Spawner classes templates may name, exactly as written in ``spawner.class``
+        (dotted paths or ``jupyterhub.spawners`` entry-point names). The catalogue refuses a
+        template naming any other class before importing it, whoever wrote the file. The
+        default lists the classes the suite supports; ``SimpleLocalProcessSpawner`` is absent
+        on purpose (it runs notebooks as the hub's Unix user). Give the template editor
+        service the same list.
+        """,
+    ).tag(config=True)
+
+    allowed_configurer_classes = List(
+        Unicode(),
+        list(DEFAULT_CONFIGURER_CLASSES),
+        help="""Configurer classes templates may name in ``configurer.class`` (short names such
+        as ``ansible`` or dotted paths); the catalogue refuses others before importing them.""",
+    ).tag(config=True)
+
+    catalogue_max_bytes = Integer(
+        DEFAULT_MAX_BYTES,
+        help="Largest catalogue file read, in bytes; a larger file is a catalogue error.",
+    ).tag(config=True)
+
     lifetime_grace = Float(
         2.0,
         help="""Seconds added to the session deadline before the expiry timer stops a server.
@@ -176,7 +204,9 @@ class MultipleSpawner(Spawner):
     @property
     def catalogue_source(self) -> CatalogueSource:
         paths = self.catalogue_paths or [str(default_catalogue_path())]
-        return shared_source(paths, self.log, self.catalogue_check_interval)
+        policy = CataloguePolicy(frozenset(self.allowed_spawner_classes),
+                                 frozenset(self.allowed_configurer_classes), self.catalogue_max_bytes)
+        return shared_source(paths, self.log, self.catalogue_check_interval, policy)
 
     def _user_identity(self) -> dict:
         return {

@@ -9,7 +9,9 @@ import textwrap
 import pytest
 
 from multiplespawner.catalogue import (
+    DEFAULT_SPAWNER_CLASSES,
     CatalogueError,
+    CataloguePolicy,
     CatalogueSource,
     default_catalogue_path,
     load_catalogue,
@@ -31,6 +33,11 @@ def template(name="t1", **over):
     }
     spec.update(over)
     return spec
+
+
+#: allows the broken and test-only classes below, so the checks after the allow-list run
+TEST_POLICY = CataloguePolicy(spawner_classes=frozenset(DEFAULT_SPAWNER_CLASSES) | {
+    "nowhere_at_all.Spawner", "json.JSONDecoder", "nosuchspawner", "ms_probe_spawner.ProbeSpawner"})
 
 
 def write(path, data):
@@ -212,7 +219,7 @@ def test_spawner_class_that_cannot_be_used_is_a_catalogue_problem(tmp_path):
                  spawner={"class": "docker"}),
     ]})
     with pytest.raises(CatalogueError) as info:
-        load_catalogue([f])
+        load_catalogue([f], TEST_POLICY)
     problems = {p.path: p.message for p in info.value.problems}
     assert all(p.file == str(f) for p in info.value.problems)
     assert sorted(problems) == ["/templates/1/spawner/class", "/templates/2/spawner/class",
@@ -251,7 +258,7 @@ async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkey
     probe = template("probe", spawner={"class": "ms_probe_spawner.ProbeSpawner"})
     by_name = template("by-name", spawner={"class": "localprocess"})
     f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [probe, by_name]})
-    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0, policy=TEST_POLICY)
     await source.get()
     assert sys.modules["ms_probe_spawner"].IMPORTED_IN is not threading.main_thread()
     assert lookups == ["localprocess"]
