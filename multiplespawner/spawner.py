@@ -619,6 +619,8 @@ _REFORMATTED_KWARGS = {
     "Spawner": ("notebook_dir", "default_url"),
     "DockerSpawner": ("volumes", "read_only_volumes", "mounts", "name_template",
                       "extra_create_kwargs", "extra_host_config"),
+    "CloudSSHSpawner": ("remote_username", "ssh_key_path", "ssh_certificate_path", "remote_hosts",
+                        "cmd", "remote_log_path"),
     "KubeSpawner": ("user_namespace_template", "pod_name_template", "secret_name_template",
                     "pvc_name_template", "working_dir", "environment", "extra_labels",
                     "extra_annotations", "volumes", "volume_mounts", "init_containers",

@@ -58,3 +58,29 @@ c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
     hub.stop_server(USER)
     wait_until(lambda: not containers(docker_engine, id=container_id), timeout=60, message="container removed")
     assert "expected '}'" not in hub.log_text() and "KeyError" not in hub.log_text()
+
+
+def test_user_name_with_braces_in_a_batch_script_is_refused(hub_factory, tmp_path):
+    """batchspawner renders its script as Jinja or with ``str.format`` depending on the text:
+    no escaping fits both, so the spawn is refused (400, before anything starts)."""
+    tmp_path.chmod(0o755)
+    cat = tmp_path / "catalogue.json"
+    job = {
+        "name": "job", "resource_type": "batch", "providers": ["slurm"],
+        "spawner": {"class": "batchspawner.SlurmSpawner", "kwargs": {
+            "batch_script": "#!/bin/sh\n#SBATCH --job-name=nb-{JUPYTERHUB_USER}\n{cmd}\n"}},
+    }
+    cat.write_text(json.dumps({"deployments": {"batch": [{"name": "cluster", "provider": "slurm"}]},
+                               "templates": [job]}))
+    hub = hub_factory(f"""
+import batchspawner  # noqa: F401
+c.JupyterHub.spawner_class = "multiple"
+c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
+""")
+    hub.create_user(USER)
+    r = hub.api("POST", f"/users/{USER}/server", json={"user_options": {"template": "job"}})
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == ("Template 'job' cannot be used by this server: its batch_script "
+                                   "would carry a brace from the user or server name.")
+    assert hub.server_model(USER) is None
+    assert "Calling Spawner.start" not in hub.log_text()
