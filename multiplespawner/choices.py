@@ -16,6 +16,11 @@ it, and resources and a session length within the template's bounds, or a
 ``gpus``            GPUs (integer)
 ``lifetime_minutes`` session length in minutes (number)
 =================== ==================================================================
+
+Numbers may come as JSON numbers or as text (the form's fields); they must be finite and at
+most ``2**53`` in size, and text at most 32 characters; null or empty text means "the default".
+Bools, lists and objects are not numbers. Values quoted back in messages are cut short
+(:func:`shown`).
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ def _number(key: str, value: Any, template: Template) -> float:
     """Coerce a form string or JSON number; refuse anything else with a clear message.
 
     Refused: bools, NaN and infinities, numbers beyond ``±2**53``, text longer than
-    ``_MAX_NUMBER_TEXT`` characters, lists, objects, null.
+    ``_MAX_NUMBER_TEXT`` characters, lists, objects (null never gets here: it means the default).
     """
     if isinstance(value, list) and len(value) == 1:  # raw form data
         value = value[0]
