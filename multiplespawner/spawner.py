@@ -239,6 +239,14 @@ class MultipleSpawner(Spawner):
         """Form fields -> canonical ``user_options``; a bad choice re-shows the form with a 400."""
         return (await self.resolve(form_fields_to_options(formdata))).to_options()
 
+    async def options_from_query(self, query_data: dict) -> dict:
+        """``/hub/spawn?template=...&<template>.cpu=...``: the form's fields, the form's check.
+
+        JupyterHub's default calls ``options_from_form`` without the ``spawner`` argument ours
+        takes; ``run_options_from_form`` passes it when the callable wants it.
+        """
+        return await maybe_future(self.run_options_from_form(query_data))
+
     # ---- preparing the child -----------------------------------------------------------
     @default("apply_user_options")
     def _apply_user_options_default(self):

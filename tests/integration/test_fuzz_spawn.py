@@ -105,6 +105,15 @@ def fuzz_hub(hub_factory, unix_user, tmp_path):
     return hub, name, cat
 
 
+def notebook_processes(user: str) -> list[str]:
+    """The user's mock notebook servers (what a spawn here starts).
+
+    Filtered by command: the uid of a Unix user that another test on this machine just removed
+    may be reused for this test's user while that test's processes still end.
+    """
+    return [p for p in processes_of(user) if "jupyterhub.tests.mocksu" in p]
+
+
 class Outcomes:
     """Per-surface tally of answers; for the accepted ones the server is awaited and stopped."""
 
@@ -121,11 +130,11 @@ class Outcomes:
             self.accepted += 1
             self.hub.wait_for_ready(self.name)
             self.hub.stop_server(self.name)
-            wait_until(lambda: processes_of(self.name) == [], timeout=30, message="server processes gone")
+            wait_until(lambda: notebook_processes(self.name) == [], timeout=30, message="server processes gone")
             return
         assert 400 <= status < 500, (what, status, response.text[:2000])
         assert self.hub.user(self.name)["servers"] == {}, (what, status)
-        assert processes_of(self.name) == [], (what, status)
+        assert notebook_processes(self.name) == [], (what, status)
 
 
 def assert_log_clean(hub) -> None:
@@ -146,8 +155,8 @@ def post_json(hub, name, raw: str) -> requests.Response:
 
 def test_reported_inputs_are_refused_with_a_message(fuzz_hub):
     """The review's cases: a 400-digit integer (was a 500: OverflowError), numbers as text that
-    do not fit, a body nested past the parser's recursion limit, and a spawn page rendering
-    options a user stored through PATCH."""
+    do not fit, a body nested past the parser's recursion limit, choices in the spawn page's
+    query string, and a spawn page rendering options a user stored through PATCH."""
     hub, name, _ = fuzz_hub
     cases = [
         ('{"user_options": {"template": "local-mock", "memory_mb": %s}}' % ("9" * 400),
@@ -190,6 +199,17 @@ def test_reported_inputs_are_refused_with_a_message(fuzz_hub):
     r = hub.api("POST", f"/users/{name}/server")
     outcomes.check(r, accepted=(), what="stored options")
     assert "template must be a template name" in r.json()["message"]
+
+    # the same fields in the spawn page's query string: the same check (was a TypeError shown
+    # on the page), and a good query spawns
+    r = s.get(f"{hub.url}/hub/spawn/{name}", params={"template": "local-mock", "local-mock.cpu": "9e999"},
+              allow_redirects=False, timeout=30)
+    outcomes.check(r, accepted=(), what="query")
+    assert "cpu must be a number" in r.text and "TypeError" not in r.text, r.text[-2000:]
+    r = s.get(f"{hub.url}/hub/spawn/{name}", params={"template": "local-mock", "local-mock.cpu": "0.5"},
+              allow_redirects=False, timeout=30)
+    outcomes.check(r, accepted=(302, 303), what="good query")
+    assert outcomes.accepted == 1
     assert_log_clean(hub)
 
 
