@@ -95,19 +95,44 @@ PLACEHOLDERS = (
 _PLACEHOLDER_RE = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")
 
 
-def resolve_placeholders(value: Any, values: dict[str, str]) -> Any:
-    """A copy of ``value`` with ``{NAME}`` placeholders in every string replaced from ``values``.
+def resolve_placeholders(value: Any, values: dict[str, str], reformatted: Iterable[str] = ()) -> Any:
+    """A copy of ``value`` with ``{NAME}`` placeholders replaced from ``values``, once.
 
-    Only upper-case names are placeholders; ``{username}``-style fields that child spawners
-    format themselves are left alone.
+    Placeholders are replaced in every string, dict keys included (DockerSpawner's ``volumes``
+    maps host paths such as ``/home/{JUPYTERHUB_USER}`` to mounts). Only upper-case names are
+    placeholders; ``{username}``-style fields that child spawners format themselves are left
+    alone, and names not in ``values`` stay as they are (the catalogue check refuses unknown
+    ones).
+
+    A substituted value is text, never format syntax. ``reformatted`` names the top-level keys
+    of ``value`` (a child's kwargs) whose strings the child passes through ``str.format`` again
+    (``notebook_dir``, DockerSpawner's ``volumes``, ...): there the braces *of the substituted
+    values* are doubled, so that the child's formatting yields the value itself. A user named
+    ``a{b`` thus gets ``/home/a{b``, not an "expected '}'" error or a format field of the
+    user's choosing. Braces the template itself wrote are kept as they are in every field.
     """
-    if isinstance(value, str):
-        return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), value)
-    if isinstance(value, dict):
-        return {k: resolve_placeholders(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_placeholders(v, values) for v in value]
-    return value
+    reformatted = frozenset(reformatted)
+
+    def substitute(text: str, escape: bool) -> str:
+        def value_of(m: re.Match) -> str:
+            found = values.get(m.group(1))
+            if found is None:
+                return m.group(0)
+            return found.replace("{", "{{").replace("}", "}}") if escape else found
+        return _PLACEHOLDER_RE.sub(value_of, text)
+
+    def walk(item: Any, escape: bool) -> Any:
+        if isinstance(item, str):
+            return substitute(item, escape)
+        if isinstance(item, dict):
+            return {walk(k, escape): walk(v, escape) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, escape) for v in item]
+        return item
+
+    if isinstance(value, dict) and reformatted:
+        return {walk(k, False): walk(v, k in reformatted) for k, v in value.items()}
+    return walk(value, False)
 
 
 def _load_schema() -> dict:
@@ -396,16 +421,21 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def _placeholder_problems(value: Any, filename: str, path: list) -> list[Problem]:
+    """Unknown ``{NAME}`` placeholders in the strings of ``value``, dict keys included."""
+    def unknown(text: str, where: list) -> list[Problem]:
+        return [
+            Problem(filename, _json_path(where), f"unknown placeholder {{{name}}}; known: "
+                    + ", ".join(PLACEHOLDERS))
+            for name in _PLACEHOLDER_RE.findall(text) if name not in PLACEHOLDERS
+        ]
+
     problems = []
     if isinstance(value, str):
-        for name in _PLACEHOLDER_RE.findall(value):
-            if name not in PLACEHOLDERS:
-                problems.append(
-                    Problem(filename, _json_path(path), f"unknown placeholder {{{name}}}; known: "
-                            + ", ".join(PLACEHOLDERS))
-                )
+        problems += unknown(value, path)
     elif isinstance(value, dict):
         for k, v in value.items():
+            if isinstance(k, str):
+                problems += unknown(k, path + [k])
             problems += _placeholder_problems(v, filename, path + [k])
     elif isinstance(value, list):
         for i, v in enumerate(value):

@@ -16,7 +16,7 @@ import json
 from html import escape
 
 from .catalogue import Bound, Template
-from .choices import RESOURCE_KEYS
+from .choices import NUMBER_KEYS, RESOURCE_KEYS, is_number
 
 _LABELS = {
     "cpu": ("CPU cores", "any"),
@@ -112,6 +112,21 @@ def _template_fields(t: Template, last: dict) -> str:
     )
 
 
+def _usable_last(last) -> dict:
+    """The parts of a server's stored ``user_options`` that can preselect fields.
+
+    They are normally the canonical options of the last spawn, but the hub's REST API lets
+    their owner overwrite them with any object (``PATCH .../servers/NAME``): names that are
+    not strings and numbers that :func:`~multiplespawner.choices.is_number` refuses are dropped,
+    so the form shows the defaults there instead of failing.
+    """
+    if not isinstance(last, dict):
+        return {}
+    kept = {k: last[k] for k in ("template", "provider") if isinstance(last.get(k), str)}
+    kept.update((k, v) for k, v in last.items() if k in NUMBER_KEYS and is_number(v))
+    return kept
+
+
 def render_form(
     templates: list[Template],
     last: dict | None = None,
@@ -124,7 +139,7 @@ def render_form(
     ``unavailable``: template name -> why it cannot run now (shown disabled, with the reason);
     ``admin_error``: a catalogue problem to show (pass it only for admins).
     """
-    last = dict(last or {})
+    last = _usable_last(last)
     unavailable = unavailable or {}
     parts = ['<div id="multiplespawner-form">']
     if admin_error:
@@ -191,7 +206,7 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict:
         options["template"] = template
     if first("provider"):
         options["provider"] = first("provider")
-    for key in (*RESOURCE_KEYS, "lifetime_minutes"):
+    for key in NUMBER_KEYS:
         value = first(f"{template}.{key}") if template else ""
         if value:
             options[key] = value

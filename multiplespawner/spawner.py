@@ -46,7 +46,7 @@ from .catalogue import (
     shared_source,
 )
 from .choices import Choice, resolve_choice
-from .errors import SpawnException, failed, user_facing
+from .errors import SpawnException, failed, refused, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
 from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
@@ -269,6 +269,14 @@ class MultipleSpawner(Spawner):
         """Form fields -> canonical ``user_options``; a bad choice re-shows the form with a 400."""
         return (await self.resolve(form_fields_to_options(formdata))).to_options()
 
+    async def options_from_query(self, query_data: dict) -> dict:
+        """``/hub/spawn?template=...&<template>.cpu=...``: the form's fields, the form's check.
+
+        JupyterHub's default calls ``options_from_form`` without the ``spawner`` argument ours
+        takes; ``run_options_from_form`` passes it when the callable wants it.
+        """
+        return await maybe_future(self.run_options_from_form(query_data))
+
     # ---- preparing the child -----------------------------------------------------------
     @default("apply_user_options")
     def _apply_user_options_default(self):
@@ -305,7 +313,8 @@ class MultipleSpawner(Spawner):
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
             raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
-        kwargs = resolve_placeholders(t.spawner_kwargs, values)
+        kwargs = resolve_placeholders(t.spawner_kwargs, values, reformatted=_reformatted_kwargs(cls))
+        _check_braces_for_templating(cls, t, values)
         kwargs.update(mapped)
         self.choice = choice
         self._record = {
@@ -314,7 +323,9 @@ class MultipleSpawner(Spawner):
             "options": choice.to_options(),
             "child_class": _class_path(cls),
             "child_kwargs": kwargs,
-            "environment": resolve_placeholders(t.environment, values),
+            "environment": resolve_placeholders(  # KubeSpawner formats its environment again
+                t.environment, values,
+                reformatted=t.environment if "environment" in _reformatted_kwargs(cls) else ()),
             "lifetime_minutes": choice.lifetime_minutes,
         }
         try:
@@ -637,6 +648,54 @@ class MultipleSpawner(Spawner):
         self.choice = None
         self._record = None
         self._deadline = None
+
+
+#: Child traits whose strings the child passes through ``str.format`` again (with its own
+#: ``{username}``-style namespace), by the class in the child's MRO that does so. Placeholder
+#: values substituted into them get their braces doubled (see ``resolve_placeholders``).
+_REFORMATTED_KWARGS = {
+    "Spawner": ("notebook_dir", "default_url"),
+    "DockerSpawner": ("volumes", "read_only_volumes", "mounts", "name_template",
+                      "extra_create_kwargs", "extra_host_config"),
+    "CloudSSHSpawner": ("remote_username", "ssh_key_path", "ssh_certificate_path", "remote_hosts",
+                        "cmd", "remote_log_path"),
+    "KubeSpawner": ("user_namespace_template", "pod_name_template", "secret_name_template",
+                    "pvc_name_template", "working_dir", "environment", "extra_labels",
+                    "extra_annotations", "volumes", "volume_mounts", "init_containers",
+                    "service_account", "extra_pod_config", "extra_containers",
+                    "storage_extra_labels", "storage_extra_annotations", "storage_selector",
+                    "user_namespace_labels", "user_namespace_annotations", "pod_connect_ip"),
+}
+
+#: Child traits rendered by batchspawner's ``format_template``: Jinja when the text holds
+#: ``{{`` or ``{%``, else ``str.format``. No escaping is right for both, so a placeholder value
+#: with a brace in one of them refuses the spawn (400) instead of rendering what the user chose.
+_TEMPLATED_KWARGS = {
+    "BatchSpawnerBase": ("batch_script", "exec_prefix", "batch_submit_cmd", "batch_query_cmd",
+                         "batch_cancel_cmd"),
+}
+
+
+def _kwargs_of(cls: type, table: dict[str, tuple[str, ...]]) -> set[str]:
+    return {name for c in cls.__mro__ for name in table.get(c.__name__, ())}
+
+
+def _reformatted_kwargs(cls: type[Spawner]) -> set[str]:
+    """Names of ``cls``'s traits that it formats again (``_REFORMATTED_KWARGS``)."""
+    return _kwargs_of(cls, _REFORMATTED_KWARGS)
+
+
+def _check_braces_for_templating(cls: type[Spawner], template, values: dict[str, str]) -> None:
+    """Refuse (400) a placeholder value with braces in a field ``cls`` renders as a template."""
+    fields = _kwargs_of(cls, _TEMPLATED_KWARGS) & set(template.spawner_kwargs)
+    if not fields:
+        return
+    plain = {k: v.replace("{", "").replace("}", "") for k, v in values.items()}
+    for name in sorted(fields):
+        spec = template.spawner_kwargs[name]
+        if resolve_placeholders(spec, values) != resolve_placeholders(spec, plain):
+            raise refused(f"Template {template.name!r} cannot be used by this server: its "
+                          f"{name} would carry a brace from the user or server name.")
 
 
 def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
