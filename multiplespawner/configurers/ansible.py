@@ -17,6 +17,12 @@ Each :meth:`AnsibleConfigurer.configure` call:
    and removes the run directory;
 5. raises :class:`ConfigurerError` naming the failed task, the host and Ansible's message.
 
+The variables reach ``ansible-playbook`` as a vars file in the private run directory (0600),
+never on its command line (other users can read every process's argv), and every string in
+them is tagged ``!unsafe``: a user or server name substituted into a template's options is data
+for the playbook, and Ansible never evaluates ``{{ ... }}`` or ``{% ... %}`` found in it (that
+would run code on the hub host).
+
 The hub's environment is not passed on to Ansible except for a short allowlist (PATH, HOME,
 locale, TLS bundles), so tokens in the hub's environment never reach a playbook.
 """
@@ -37,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import yaml
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from ..shared_files import shared_path
@@ -94,6 +101,37 @@ def failure_message(event: dict, limit: int = 600) -> str:
         head = limit // 3
         text = text[:head] + " ... " + text[-(limit - head - 5):]
     return text
+
+
+class _Unsafe(str):
+    """A string Ansible must take literally (written with the ``!unsafe`` tag)."""
+
+
+class _VarsDumper(yaml.SafeDumper):
+    """Writes every string value as ``!unsafe``; mapping keys stay plain variable names."""
+
+
+_VarsDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def _tag_unsafe(value):
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {str(k): _tag_unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tag_unsafe(v) for v in value]
+    return value
+
+
+def write_vars_file(path: Path, variables: dict) -> None:
+    """Write ``variables`` to ``path`` (created 0600) as an Ansible vars file for ``-e @path``
+    in which every string, at any depth, is ``!unsafe``: Ansible uses it as it is and never
+    templates it."""
+    text = yaml.dump(_tag_unsafe(variables), Dumper=_VarsDumper, default_flow_style=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 async def _next_event(events: asyncio.Queue, timeout: float):
@@ -324,7 +362,7 @@ class AnsibleConfigurer(Configurer):
             await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials, wheel_dir, extravars)
             self.log.info("Configuring %s with %s", where, playbook_file)
             stats = await self._run(
-                run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback
+                run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback
             )
         finally:
             await self._stop_control_masters(control_dir)
@@ -351,6 +389,7 @@ class AnsibleConfigurer(Configurer):
                 for wheel in sorted(wheel_dir.glob("*.whl")):
                     tar.add(wheel, arcname=wheel.name)
             extravars["notebook_env_wheel_archive"] = str(archive)
+        write_vars_file(run_dir / "vars.yml", extravars)
 
     def _environment(self, run_dir: Path, control_dir: Path, root: Path) -> dict:
         env = {k: "" for k in os.environ if k not in ENV_ALLOWLIST}
@@ -374,7 +413,7 @@ class AnsibleConfigurer(Configurer):
         )
         return env
 
-    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback) -> dict:
+    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback) -> dict:
         """Run ansible-playbook in the thread pool, relaying task events; return its stats.
 
         On timeout or cancellation the run is stopped: the runner kills ansible-playbook's
@@ -401,7 +440,7 @@ class AnsibleConfigurer(Configurer):
                     inventory=build_inventory(
                         machine, credentials.client_key_path, run_dir / "known_hosts", self.remote_python
                     ),
-                    extravars=extravars,
+                    cmdline=f"-e @{run_dir / 'vars.yml'}",
                     envvars=self._environment(run_dir, control_dir, root),
                     quiet=True,
                     suppress_env_files=True,
