@@ -188,6 +188,9 @@ class LibvirtProvider(Provider):
                   str(overlay), *_overlay_size(spec.deployment, image / _DISK)])
             seed = directory / "seed.iso"
             _make_seed(seed, spec, host_key_public)
+            # the serial console shows boot output (host key fingerprints, cloud-init): made
+            # owner-only before QEMU appends to it (libvirt hands it to QEMU's user)
+            _create_private(directory / "console.log")
             xml = _domain_xml(spec, machine, image, directory, vcpus, memory_mb)
             domain = conn.defineXML(xml)
             domain.create()

@@ -114,6 +114,7 @@ async def test_libvirt_overlay_and_seed_are_private(libvirt_uri, libvirt_storage
 
     assert seen[f"{spec.name}/overlay.qcow2"] == 0o600, seen
     assert seen[f"{spec.name}/seed.iso"] == 0o600, seen
+    assert seen[f"{spec.name}/console.log"] == 0o600, seen
     assert readable_by_others(seen) == {}, seen
     assert list(storage.iterdir()) == []  # and the failed create removed them
     shutil.rmtree(image)
