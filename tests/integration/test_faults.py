@@ -1,0 +1,232 @@
+"""Fault injection against real services while a real hub runs servers (docs/reliability.md).
+
+Each dependency is restarted, frozen (SIGSTOP, then SIGCONT) and stopped (connections refused)
+through :mod:`tests.fixtures.faults`, and each cell checks what a running server and a new
+spawn experience, that the hub keeps answering, and that nothing is left half-made. Services
+are shared per module (one slapd, one hub); the tests run in file order and use their own
+users. The last part checks that the processes the suite ships stop promptly.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.fixtures.editor import editor_hub_config, write_catalogue
+from tests.fixtures.faults import hung, refusing, restart
+from tests.fixtures.hub import VENV_BIN, Hub
+from tests.fixtures.net import free_port, wait_for_port
+from tests.fixtures.procs import wait_until
+from tests.fixtures.slapd import MOCK_SPAWNER_CONFIG, Slapd, ldap_hub_config, ldap_hub_env
+
+#: the hub's LDAP waits in these cells (seconds): a hung directory fails a spawn after one
+OPERATION_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 2.0
+UNAVAILABLE = "user directory (LDAP) is not reachable"
+
+
+@pytest.fixture(scope="module")
+def directory():
+    server = Slapd().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def ldap_hub(directory):
+    """A hub with ldap_hooks as pre-spawn hook and one running server (``running``)."""
+    hub = Hub(
+        ldap_hub_config(operation_timeout=OPERATION_TIMEOUT, connect_timeout=CONNECT_TIMEOUT)
+        + MOCK_SPAWNER_CONFIG,
+        env=ldap_hub_env(directory),
+    ).start()
+    try:
+        spawn_new_user(hub, "running")
+        yield hub
+    except BaseException:
+        print(hub.log_tail(200), file=sys.stderr)
+        raise
+    finally:
+        hub.remove()
+
+
+def running_server_answers(hub) -> bool:
+    r = hub.server_request("running", "probe")
+    return r.status_code == 200 and r.text.endswith("/probe")
+
+
+def spawn_new_user(hub, user, timeout=60):
+    """Create ``user`` and start their server; raises with the hub log if it does not start."""
+    hub.create_user(user)
+    return hub.spawn(user, timeout=timeout)
+
+
+def spawn_request(hub, user):
+    hub.create_user(user)
+    started = time.monotonic()
+    r = hub.api("POST", f"/users/{user}/server", json={})
+    return r, time.monotonic() - started
+
+
+def assert_refused_cleanly(hub, user, r):
+    assert r.status_code == 503, r.text
+    assert UNAVAILABLE in r.json()["message"]
+    assert hub.server_model(user) is None  # nothing half-made: no server, no pending spawn
+
+
+def hub_latency_during(hub, action):
+    """Run ``action()`` while another thread asks the hub's API every 0.2 s; return the
+    action's result and the slowest answer the hub gave meanwhile (seconds)."""
+    slowest, done = [0.0], threading.Event()
+
+    def probe():
+        while not done.is_set():
+            started = time.monotonic()
+            requests.get(f"{hub.api_url}/", timeout=30).raise_for_status()
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+            done.wait(0.2)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        thread.join()
+    return result, slowest[0]
+
+
+def posix_uids(directory) -> list[int]:
+    return [e["uidNumber"] for e in directory.entries("(objectClass=posixAccount)")]
+
+
+# ---- slapd ------------------------------------------------------------------------------------
+def test_slapd_restart(ldap_hub, directory):
+    """Restarted between two spawns: the next spawn succeeds at once, the running server is
+    untouched."""
+    spawn_new_user(ldap_hub, "before-restart")  # the hub's client now holds pooled connections
+    restart(directory)
+    spawn_new_user(ldap_hub, "after-restart")  # raises with the hub log if refused
+    assert running_server_answers(ldap_hub)
+    assert "failed (DirectoryUnavailable)" not in ldap_hub.log_text()
+
+
+def test_slapd_hung(ldap_hub, directory):
+    """Frozen: the spawn fails after about one operation timeout with the directory's message,
+    the hub answers everyone meanwhile, nothing is left; after SIGCONT the next spawn works."""
+    with hung(directory):
+        (r, waited), slowest = hub_latency_during(ldap_hub, lambda: spawn_request(ldap_hub, "during-hang"))
+        assert_refused_cleanly(ldap_hub, "during-hang", r)
+        assert OPERATION_TIMEOUT * 0.75 < waited < OPERATION_TIMEOUT + CONNECT_TIMEOUT + 5, waited
+        assert slowest < 2.0, slowest  # the hub's loop stayed free (a blocked loop: >= 2 s)
+        assert running_server_answers(ldap_hub)
+    assert "timed out" in ldap_hub.log_text()
+    ldap_hub.spawn("during-hang", timeout=60)
+
+
+def test_slapd_refusing(ldap_hub, directory):
+    """Stopped: the spawn fails at once with the directory's message; the running server and
+    the hub are fine; started again, the next spawn works."""
+    with refusing(directory):
+        (r, waited), slowest = hub_latency_during(ldap_hub, lambda: spawn_request(ldap_hub, "during-stop"))
+        assert_refused_cleanly(ldap_hub, "during-stop", r)
+        assert waited < CONNECT_TIMEOUT, waited  # refused, not waited for
+        assert running_server_answers(ldap_hub)
+    ldap_hub.spawn("during-stop", timeout=60)
+
+
+def test_slapd_faults_leave_no_duplicate_uid_and_no_stray_server(ldap_hub, directory):
+    uids = posix_uids(directory)
+    assert len(uids) == len(set(uids)) == 5  # running, before/after-restart, during-hang/-stop
+    servers = {u["name"] for u in ldap_hub.api("GET", "/users", params={"state": "active"}).json()}
+    assert servers == {"running", "before-restart", "after-restart", "during-hang", "during-stop"}
+
+
+# ---- stopping promptly ------------------------------------------------------------------------
+def sigint_ignored():  # runs in the child before exec: as in a hub started with `jupyterhub &`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("signum, inherit_ignored_sigint", [
+    (signal.SIGTERM, False),
+    (signal.SIGINT, False),
+    (signal.SIGINT, True),  # started by a hub that runs in the background of a shell script
+], ids=["SIGTERM", "SIGINT", "SIGINT-inherited-ignored"])
+def test_editor_service_stops_within_a_second(tmp_path, signum, inherit_ignored_sigint):
+    catalogue = tmp_path / "catalogue"
+    write_catalogue(catalogue)
+    port = free_port()
+    env = dict(
+        os.environ,
+        JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
+        JUPYTERHUB_SERVICE_PREFIX="/services/templates/",
+        JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",  # never reached: no request is authenticated
+        JUPYTERHUB_API_TOKEN="unused",
+        JUPYTERHUB_CLIENT_ID="service-templates",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "multiplespawner.editor", f"--catalogue-dir={catalogue}"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=sigint_ignored if inherit_ignored_sigint else None,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=90, process=proc)
+        with requests.Session() as client:  # an open keep-alive connection, as a proxy keeps
+            r = client.get(f"http://127.0.0.1:{port}/services/templates/api/templates", allow_redirects=False)
+            assert r.status_code == 302  # to the hub login: the service answers
+            started = time.monotonic()
+            proc.send_signal(signum)
+            returncode = proc.wait(timeout=30)
+            stopped_in = time.monotonic() - started
+        assert returncode == 0
+        assert stopped_in < 1.0, stopped_in
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_hub_with_every_part_stops_within_seconds(tmp_path, directory):
+    """A hub with the editor service, MultipleSpawner and the LDAP hook, started with SIGINT
+    ignored (as from a shell script in the background) and with a user's keep-alive connection
+    open to the editor through the proxy, stops within 5 s of SIGTERM, the editor with it."""
+    catalogue = tmp_path / "catalogue"
+    write_catalogue(catalogue)
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    launcher = wrapper / "jupyterhub"
+    launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {VENV_BIN / 'jupyterhub'} \"$@\"\n")
+    launcher.chmod(0o755)
+    hub = Hub(editor_hub_config(catalogue) + ldap_hub_config(), env=ldap_hub_env(directory), venv_bin=wrapper)
+    try:
+        hub.start()
+        editor = editor_port(hub)
+        base = f"{hub.url}/services/templates/"
+        wait_until(lambda: requests.get(base + "api/templates", timeout=5, allow_redirects=False).status_code == 302,
+                   timeout=90, message="editor service up")
+        hub.create_user("boss", groups=["admins"])
+        token = hub.api("POST", "/users/boss/tokens", json={"note": "stop test"}).json()["token"]
+        with requests.Session() as client:
+            r = client.get(base + "api/templates", headers={"Authorization": f"token {token}"}, timeout=30)
+            assert r.status_code == 200, r.text
+            started = time.monotonic()
+            hub.stop_process()
+            stopped_in = time.monotonic() - started
+        assert stopped_in < 5.0, f"{stopped_in:.1f} s\n{hub.log_tail(60)}"
+        with pytest.raises(TimeoutError):  # the editor went with the hub
+            wait_for_port("127.0.0.1", editor, timeout=0.5)
+    finally:
+        hub.remove()
+
+
+
+
+def editor_port(hub) -> int:
+    """The port of the editor service in ``hub``'s config (from :func:`editor_hub_config`)."""
+    return int(re.search(r'"url": "http://127\.0\.0\.1:(\d+)"', hub.config_path.read_text()).group(1))
