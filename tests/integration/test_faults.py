@@ -110,8 +110,14 @@ def posix_uids(directory) -> list[int]:
 def test_slapd_restart(ldap_hub, directory):
     """Restarted between two spawns: the next spawn succeeds at once, the running server is
     untouched."""
-    spawn_new_user(ldap_hub, "before-restart")  # the hub's client now holds pooled connections
-    restart(directory)
+    # two spawns at once leave two pooled connections for the restart to kill
+    for user in ("before-restart-1", "before-restart-2"):
+        ldap_hub.create_user(user)
+        assert ldap_hub.api("POST", f"/users/{user}/server", json={}).status_code in (201, 202)
+    for user in ("before-restart-1", "before-restart-2"):
+        ldap_hub.wait_for_ready(user, timeout=60)
+    took = restart(directory)
+    print(f"slapd restart: back after {took:.2f} s")
     spawn_new_user(ldap_hub, "after-restart")  # raises with the hub log if refused
     assert running_server_answers(ldap_hub)
     assert "failed (DirectoryUnavailable)" not in ldap_hub.log_text()
@@ -126,6 +132,7 @@ def test_slapd_hung(ldap_hub, directory):
         assert OPERATION_TIMEOUT * 0.75 < waited < OPERATION_TIMEOUT + CONNECT_TIMEOUT + 5, waited
         assert slowest < 2.0, slowest  # the hub's loop stayed free (a blocked loop: >= 2 s)
         assert running_server_answers(ldap_hub)
+    print(f"slapd hung: spawn refused after {waited:.2f} s, slowest hub API answer {slowest:.2f} s")
     assert "timed out" in ldap_hub.log_text()
     ldap_hub.spawn("during-hang", timeout=60)
 
@@ -137,15 +144,17 @@ def test_slapd_refusing(ldap_hub, directory):
         (r, waited), slowest = hub_latency_during(ldap_hub, lambda: spawn_request(ldap_hub, "during-stop"))
         assert_refused_cleanly(ldap_hub, "during-stop", r)
         assert waited < CONNECT_TIMEOUT, waited  # refused, not waited for
+        print(f"slapd stopped: spawn refused after {waited:.2f} s, slowest hub API answer {slowest:.2f} s")
         assert running_server_answers(ldap_hub)
     ldap_hub.spawn("during-stop", timeout=60)
 
 
 def test_slapd_faults_leave_no_duplicate_uid_and_no_stray_server(ldap_hub, directory):
     uids = posix_uids(directory)
-    assert len(uids) == len(set(uids)) == 5  # running, before/after-restart, during-hang/-stop
+    expected = {"running", "before-restart-1", "before-restart-2", "after-restart", "during-hang", "during-stop"}
+    assert len(uids) == len(set(uids)) == len(expected)
     servers = {u["name"] for u in ldap_hub.api("GET", "/users", params={"state": "active"}).json()}
-    assert servers == {"running", "before-restart", "after-restart", "during-hang", "during-stop"}
+    assert servers == expected
 
 
 # ---- stopping promptly ------------------------------------------------------------------------
@@ -185,6 +194,7 @@ def test_editor_service_stops_within_a_second(tmp_path, signum, inherit_ignored_
             returncode = proc.wait(timeout=30)
             stopped_in = time.monotonic() - started
         assert returncode == 0
+        print(f"editor {signal.Signals(signum).name}: exited after {stopped_in:.2f} s")
         assert stopped_in < 1.0, stopped_in
     finally:
         if proc.poll() is None:
@@ -218,6 +228,7 @@ def test_hub_with_every_part_stops_within_seconds(tmp_path, directory):
             started = time.monotonic()
             hub.stop_process()
             stopped_in = time.monotonic() - started
+        print(f"hub with every part: stopped {stopped_in:.2f} s after SIGTERM")
         assert stopped_in < 5.0, f"{stopped_in:.1f} s\n{hub.log_tail(60)}"
         with pytest.raises(TimeoutError):  # the editor went with the hub
             wait_for_port("127.0.0.1", editor, timeout=0.5)
