@@ -241,3 +241,26 @@ def test_hub_with_every_part_stops_within_seconds(tmp_path, directory):
 def editor_port(hub) -> int:
     """The port of the editor service in ``hub``'s config (from :func:`editor_hub_config`)."""
     return int(re.search(r'"url": "http://127\.0\.0\.1:(\d+)"', hub.config_path.read_text()).group(1))
+
+
+# ---- configurable-http-proxy ----------------------------------------------------------------------
+def test_proxy_killed_is_restarted_by_the_hub_and_routes_come_back(ldap_hub):
+    """The proxy the hub started dies: the hub notices within its check interval (5 s), starts
+    it again and restores the routes; the running server answers again and spawns work."""
+    pid_file = ldap_hub.dir / "proxy.pid"
+    old_pid = int(pid_file.read_text())
+    started = time.monotonic()
+    os.kill(old_pid, signal.SIGTERM)
+
+    def back():
+        try:
+            return running_server_answers(ldap_hub)
+        except requests.RequestException:
+            return False
+
+    wait_until(back, timeout=60, interval=0.2, message="running server reachable through a new proxy")
+    recovered = time.monotonic() - started
+    print(f"proxy killed: running server reachable again after {recovered:.2f} s")
+    assert int(pid_file.read_text()) != old_pid
+    assert "Proxy stopped with exit code" in ldap_hub.log_text()
+    spawn_new_user(ldap_hub, "after-proxy-restart")
