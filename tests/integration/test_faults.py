@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ import requests
 from tests.fixtures.editor import editor_hub_config, write_catalogue
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import VENV_BIN, Hub
+from tests.integration.test_cloudssh_spawner import MOCKSU, machine  # noqa: F401 (fixture)
 from tests.fixtures.net import free_port, wait_for_port
 from tests.fixtures.procs import wait_until
 from tests.fixtures.slapd import MOCK_SPAWNER_CONFIG, Slapd, ldap_hub_config, ldap_hub_env
@@ -264,3 +266,69 @@ def test_proxy_killed_is_restarted_by_the_hub_and_routes_come_back(ldap_hub):
     assert int(pid_file.read_text()) != old_pid
     assert "Proxy stopped with exit code" in ldap_hub.log_text()
     spawn_new_user(ldap_hub, "after-proxy-restart")
+
+
+# ---- a machine's sshd under a running CloudSSHSpawner server ------------------------------------
+def test_machine_sshd_hung_stopped_restarted(machine, unix_user, hub_factory):
+    """One machine (an sshd on its own 127.0.0.N) runs one user's server through the SSH tunnel.
+
+    * listener hung (SIGSTOP; the running connection's own sshd processes keep serving): the
+      running server keeps answering; a new spawn there fails after ``connect_timeout`` naming
+      SSH; after SIGCONT it succeeds;
+    * stopped (listener and connections gone): the running server is unreachable, a new spawn
+      fails at once; started again, the tunnel comes back by itself and spawns work;
+    * restarted: the same, with no wait in between.
+    """
+    newcomer = unix_user("cf")
+    key_public = machine.key_path.with_suffix(".pub").read_text().strip()
+    machine.sshd.authorize(newcomer, key_public)
+    hub = hub_factory(machine.config(f"c.Spawner.cmd = {MOCKSU!r}\nc.CloudSSHSpawner.connect_timeout = 3"))
+    for user in (machine.user, newcomer):
+        hub.create_user(user)
+    hub.spawn(machine.user, timeout=90)
+
+    def answers():
+        try:
+            r = hub.server_request(machine.user, "probe", timeout=5)
+            return r.status_code == 200 and r.text.endswith("/probe")
+        except requests.RequestException:
+            return False
+
+    def spawn_fails():
+        started = time.monotonic()
+        r = hub.api("POST", f"/users/{newcomer}/server", json={})
+        if r.status_code == 202:  # accepted, then failed while starting
+            wait_until(lambda: hub.server_model(newcomer) is None or not hub.server_model(newcomer)["pending"],
+                       timeout=60, message="spawn ended")
+        else:
+            assert r.status_code >= 400, r.text
+        assert hub.server_model(newcomer) is None or not hub.server_model(newcomer)["ready"]
+        return time.monotonic() - started
+
+    with hung(machine.sshd):
+        waited = spawn_fails()
+        assert answers()
+    print(f"sshd hung: new spawn failed after {waited:.2f} s; running server answered")
+    assert waited < 3 + 10, waited  # one connect_timeout, not the hub's start_timeout
+    assert "No machine could be reached over SSH" in hub.log_text()
+    hub.spawn(newcomer, timeout=90)
+    hub.stop_server(newcomer)
+
+    with refusing(machine.sshd):
+        assert not answers()
+        waited = spawn_fails()
+        print(f"sshd stopped: new spawn failed after {waited:.2f} s")
+        assert waited < 10, waited
+    started = time.monotonic()
+    wait_until(answers, timeout=30, interval=0.2, message="running server reachable again")
+    print(f"sshd started again: running server answered {time.monotonic() - started:.2f} s after sshd listened")
+
+    restart(machine.sshd)
+    started = time.monotonic()
+    wait_until(answers, timeout=30, interval=0.2, message="running server reachable after restart")
+    print(f"sshd restarted: running server answered {time.monotonic() - started:.2f} s after sshd listened")
+    hub.spawn(newcomer, timeout=90)
+    # one connection per server, no stale duplicates left from before the faults
+    wait_until(lambda: len(machine.sshd.connections()) == 2, timeout=15,
+               message=f"two SSH connections (have {machine.sshd.connections()})")
+    assert answers()
