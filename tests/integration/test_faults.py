@@ -268,6 +268,27 @@ def test_proxy_killed_is_restarted_by_the_hub_and_routes_come_back(ldap_hub):
     spawn_new_user(ldap_hub, "after-proxy-restart")
 
 
+
+# ---- the hub itself -------------------------------------------------------------------------------
+def test_hub_sigkilled_and_started_again_keeps_running_servers(ldap_hub):
+    """The hub process is SIGKILLed (no clean-up at all) and started again: the running
+    server keeps answering through the proxy meanwhile, the new hub takes it over from its
+    database, and spawns work."""
+    servers_before = {u["name"] for u in ldap_hub.api("GET", "/users", params={"state": "active"}).json()}
+    killed = ldap_hub.process
+    started = time.monotonic()
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.proc.wait(timeout=10)
+    assert running_server_answers(ldap_hub)  # the old proxy still routes while no hub runs
+    ldap_hub.start()
+    print(f"hub SIGKILLed: a new hub answered {time.monotonic() - started:.2f} s after the kill")
+    killed.stop()  # its process group: nothing of it may be left (the new hub replaced its proxy)
+    wait_until(lambda: running_server_answers(ldap_hub), timeout=30, message="running server through the new proxy")
+    assert ldap_hub.server_model("running")["ready"]
+    servers_after = {u["name"] for u in ldap_hub.api("GET", "/users", params={"state": "active"}).json()}
+    assert servers_after == servers_before
+    spawn_new_user(ldap_hub, "after-hub-kill")
+
 # ---- a machine's sshd under a running CloudSSHSpawner server ------------------------------------
 def test_machine_sshd_hung_stopped_restarted(machine, unix_user, hub_factory):
     """One machine (an sshd on its own 127.0.0.N) runs one user's server through the SSH tunnel.
