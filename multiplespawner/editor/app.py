@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import re
 import secrets
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -414,6 +416,14 @@ class TemplateEditorApp(Application):
         re.compile(proposal["value"])  # a bad pattern stops the service at start, not a request
         return proposal["value"]
 
+
+    shutdown_timeout = Float(
+        2.0,
+        help="""Seconds the open connections get to close after SIGTERM or SIGINT (requests in
+        flight are cut off after that); then the service exits. The hub waits for its managed
+        services when it stops, so this bounds how long a hub restart waits for the editor.""",
+    ).tag(config=True)
+
     aliases = {
         "catalogue-dir": "TemplateEditorApp.catalogue_dir",
         "extra-path": "TemplateEditorApp.extra_paths",
@@ -456,13 +466,36 @@ class TemplateEditorApp(Application):
         )
 
     def start(self):
+        """Serve until SIGTERM or SIGINT, then stop promptly (see :meth:`_stop`)."""
         app = self.make_app()
         # bodies up to twice the limit reach the handler and get a 413 with a message; larger
         # ones are cut off by tornado with a bare 400
         server = httpserver.HTTPServer(app, xheaders=True, max_body_size=2 * self.max_body_bytes)
         server.listen(self.port, self.ip)
         self.log.info("Template editor for %s on http://%s:%s%s", self.catalogue_dir, self.ip, self.port, self.prefix)
-        ioloop.IOLoop.current().start()
+        loop = ioloop.IOLoop.current()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # installed explicitly: a service started by a hub that was itself started in the
+            # background inherits SIGINT *ignored*, and the hub's first signal is SIGINT
+            loop.asyncio_loop.add_signal_handler(
+                signum, lambda signum=signum: asyncio.ensure_future(self._stop(signum, server, app, loop))
+            )
+        loop.start()
+        # Stopped: what is left is the interpreter's exit, whose final garbage collection of
+        # this large heap took seconds on a busy host. The memory goes with the process.
+        gc.freeze()
+
+    async def _stop(self, signum: int, server: httpserver.HTTPServer, app: web.Application, loop) -> None:
+        """Stop listening, close the open connections (idle keep-alive ones at once; waits at
+        most ``shutdown_timeout``), let the file threads finish what they hold, end the loop."""
+        self.log.info("Received %s, stopping", signal.Signals(signum).name)
+        server.stop()
+        try:
+            await asyncio.wait_for(server.close_all_connections(), self.shutdown_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("Requests still open after %ss are cut off", self.shutdown_timeout)
+        app.settings["executor"].shutdown(wait=False, cancel_futures=True)
+        loop.stop()
 
 
 main = TemplateEditorApp.launch_instance
