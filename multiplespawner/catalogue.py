@@ -33,6 +33,8 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from .legacy_format import translate as translate_legacy
+
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -406,7 +408,7 @@ def load_catalogue(paths: Iterable[str | os.PathLike]) -> Catalogue:
             problems.append(Problem(name, "", f"cannot read: {e.strerror or e}"))
             continue
         try:
-            documents.append(validate_document(_parse(text, name), name))
+            documents.append(validate_document(translate_legacy(_parse(text, name), name), name))
         except CatalogueError as e:
             problems += e.problems
     if problems:
