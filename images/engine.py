@@ -8,12 +8,14 @@ published ports defaulting to 127.0.0.1, and waits until the API answers.
 Several users (test sessions, image builds) may use the engine at once. Each holds a shared
 ``flock`` on ``/run/jupyterhub-multiplespawner/dockerd.use`` while it needs the daemon; whoever
 releases last stops the ``dockerd`` one of them started (recorded with its PID, start time and
-log dir in ``dockerd.owner``), by that PID. A daemon nobody here started is never stopped.
+log dir in ``dockerd.owner``), by that PID. The daemon does not die with the process that
+started it (others may still use it): if that process is killed without releasing, the
+daemon keeps running until the next user's last release. A daemon nobody here started is
+never stopped.
 
 Needs only the standard library and docker-py: the image builder runs without the test extra.
 """
 
-import ctypes
 import fcntl
 import json
 import os
@@ -30,14 +32,6 @@ SOCKET = "/var/run/docker.sock"
 BASE_URL = f"unix://{SOCKET}"
 STATE_DIR = Path("/run/jupyterhub-multiplespawner")
 LOOPBACK = "127.0.0.1"
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Have the kernel TERM the daemon if its starter dies without releasing it."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 def _api_answers() -> bool:
     """True if a Docker daemon answers a ping on the default socket."""
@@ -148,8 +142,10 @@ class DockerEngine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # not tied to its starter's life (no PR_SET_PDEATHSIG): other users may still
+                # need it when the starter exits; a starter that dies without releasing leaves it
+                # to the last user, who stops it by the recorded PID and start time
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         self.owned = True
         owner = {
