@@ -41,6 +41,7 @@ def test_swarm_template_limits_placement_restart_and_stop(hub_factory, swarm, tm
 c.JupyterHub.spawner_class = "multiple"
 c.JupyterHub.hub_ip = {swarm.gateway!r}
 c.JupyterHub.hub_connect_ip = {swarm.gateway!r}
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # always 202, however fast the spawn
 c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
 """, env={**HUB_ENV, "DOCKER_HOST": swarm.base_url})
     hub.create_user("ann")
