@@ -35,6 +35,8 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from .legacy_format import translate as translate_legacy
+
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -364,13 +366,15 @@ def parse_document(data: str | bytes, filename: str, policy: CataloguePolicy = D
 
 def read_document(path: Path, policy: CataloguePolicy = DEFAULT_POLICY) -> Any:
     """Read and parse the catalogue file ``path`` (blocking), reading at most one byte more
-    than ``policy.max_bytes``. Raises :class:`CatalogueError` if it cannot be read or parsed."""
+    than ``policy.max_bytes``; a file in the original MultipleSpawner's format is translated
+    to this suite's (:mod:`multiplespawner.legacy_format`, which logs what to write instead).
+    Raises :class:`CatalogueError` if it cannot be read or parsed."""
     try:
         with open(path, "rb") as f:
             data = f.read(policy.max_bytes + 1)
     except OSError as e:
         raise CatalogueError([Problem(str(path), "", f"cannot read: {e.strerror or e}")])
-    return parse_document(data, str(path), policy)
+    return translate_legacy(parse_document(data, str(path), policy), str(path))
 
 
 def _kind(document: Any) -> str | None:

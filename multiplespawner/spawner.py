@@ -45,6 +45,7 @@ from .catalogue import (
     resolve_placeholders,
     shared_source,
 )
+from .children.swarm import is_swarm_spawner, swarm_kwargs
 from .choices import Choice, resolve_choice
 from .errors import SpawnException, failed, refused, user_facing
 from .form import options_from_form as form_fields_to_options
@@ -724,6 +725,8 @@ def _resource_kwargs(cls: type[Spawner], choice: Choice) -> dict:
     names = {c.__name__ for c in cls.__mro__}
     if "KubeSpawner" in names:
         kwargs.update(_kubespawner_kwargs(choice.template.spawner_kwargs, kwargs, gpus))
+    elif is_swarm_spawner(cls):  # before DockerSpawner, its base class
+        kwargs.update(swarm_kwargs(choice.template.spawner_kwargs, choice.deployment, kwargs, gpus))
     elif gpus and "req_gres" in cls.class_traits():
         kwargs["req_gres"] = f"gpu:{int(gpus)}"
     elif gpus and "DockerSpawner" in names:

@@ -209,6 +209,32 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+#: The file in a wheel directory naming the exact CPython (``X.Y.Z``) its wheels were resolved
+#: for; ``python -m images`` writes it, operators write it after ``pip download``.
+WHEEL_PYTHON_FILE = "python-version"
+
+
+def wheel_python(wheel_dir: Path) -> str:
+    """The exact Python version recorded in ``wheel_dir``; ConfigurerError if there is none.
+
+    Wheels resolved for one patch release can fail on another (a dependency may require
+    ``>= 3.11.5`` and the machine have 3.11.2), so the playbook compares this with the machine's
+    Python before it installs anything.
+    """
+    how = (
+        f"download the wheels for the machines' exact Python (`pip download -d {wheel_dir} "
+        "--only-binary=:all: --python-version X.Y.Z ...`, X.Y.Z from `python3 --version` on a "
+        f"machine) and write X.Y.Z into {wheel_dir / WHEEL_PYTHON_FILE}"
+    )
+    try:
+        recorded = (wheel_dir / WHEEL_PYTHON_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise ConfigurerError(f"wheel directory {wheel_dir} does not say which Python its wheels are for: {how}") from None
+    if not re.fullmatch(r"\d+\.\d+\.\d+", recorded):
+        raise ConfigurerError(f"{wheel_dir / WHEEL_PYTHON_FILE} holds {recorded[:40]!r}, not a version X.Y.Z: {how}")
+    return recorded
+
+
 def wheel_listing(wheel_dir: Path) -> list[list]:
     """The wheels in ``wheel_dir`` as [name, size] pairs (what the hash needs to see)."""
     return sorted([p.name, p.stat().st_size] for p in wheel_dir.glob("*.whl"))
@@ -267,9 +293,12 @@ class AnsibleConfigurer(Configurer):
     wheel_dir = Unicode(
         "",
         config=True,
-        help="""Directory of wheels on the hub (`pip download -d DIR --only-binary=:all:
-        jupyterhub==<hub version> jupyterlab`) that the machine installs from, offline, with
-        --no-index. Machines need no package index then. Empty: the machine uses `index_url`.""",
+        help="""Directory of wheels on the hub that the machine installs from, offline, with
+        --no-index; machines need no package index then. Resolve them for the machines' exact
+        Python (`pip download -d DIR --only-binary=:all: --python-version 3.11.2
+        jupyterhub==<hub version> jupyterlab`) and write that version into `DIR/python-version`:
+        a machine whose `python3` differs is refused before anything is installed.
+        Empty: the machine uses `index_url`.""",
     )
 
     index_url = Unicode(
@@ -342,9 +371,12 @@ class AnsibleConfigurer(Configurer):
         def _inputs():
             if not playbook_file.is_file():
                 raise ConfigurerError(f"playbook {playbook_file} does not exist")
-            if wheel_dir is not None and not wheel_dir.is_dir():
+            if wheel_dir is None:
+                return tree_digest(root), None
+            if not wheel_dir.is_dir():
                 raise ConfigurerError(f"wheel directory {wheel_dir} does not exist")
-            return tree_digest(root), wheel_listing(wheel_dir) if wheel_dir else None
+            extravars["notebook_env_wheel_python"] = wheel_python(wheel_dir)
+            return tree_digest(root), wheel_listing(wheel_dir)
 
         playbooks_digest, wheels = await asyncio.to_thread(_inputs)
         digest = config_hash(machine, playbooks_digest, extravars, wheels)

@@ -1,0 +1,1 @@
+"""One small module per kind of child spawner: what a template's choice means for it."""
