@@ -36,7 +36,7 @@ import re
 
 LOG = logging.getLogger(__name__)
 
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _NOT_IDENTIFIER_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 SPAWNER_CLASSES = {"cloudsshspawner.cloudsshspawner.CloudSSHSpawner": "cloudsshspawner.CloudSSHSpawner"}

@@ -58,7 +58,7 @@ from .identity import HUB_LABEL, check_labels, cloud_init_user_data, public_host
 #: XML namespace of the provider's ``<metadata>`` element in the domain
 METADATA_NS = "https://jupyterhub-multiplespawner.readthedocs.io/xmlns/libvirt-machine/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 _MIN_MEMORY_MB = 256
 # image directory layout (see images/vm/build.py)
 _DISK, _KERNEL, _INITRD, _MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
