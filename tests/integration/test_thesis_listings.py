@@ -90,6 +90,9 @@ def test_the_listings_bare_metal_deployment_spawns_on_the_operators_pool_host(th
     assert len(counter.credential_dirs()) == 1  # the server's own key and certificate
     assert lab_answers(hub, alice)  # /user/alice/api/status through the proxy and the tunnel
     assert len(host.connections()) == 1
+    # alice has no authorized key on the host: only the certificate the hub CA signed let her in
+    assert f"Accepted publickey for {alice} " in host.log_path.read_text()
+    assert "ED25519-CERT" in host.log_path.read_text()
     # the listing was read in the original format, each translation named in the log
     log = hub.log_text()
     assert "local-machine-template.json: at /0/authenticator/class: original MultipleSpawner format" in log
