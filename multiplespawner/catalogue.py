@@ -418,6 +418,26 @@ def validate_document(document: Any, filename: str) -> Document:
                     ("deployments",), ("templates",))
 
 
+_POOL_HOSTS_VALIDATOR = _VALIDATOR_CLS({
+    "$schema": SCHEMA["$schema"],
+    "$defs": SCHEMA["$defs"],
+    **SCHEMA["$defs"]["deployment"]["properties"]["hosts"],
+})
+
+
+def pool_hosts_problems(hosts: Any) -> list[str]:
+    """What is wrong with ``hosts`` as a ``bare_metal`` deployment's ``hosts`` list.
+
+    The catalogue schema's own rules (a non-empty list of ``{address, host_key}`` with optional
+    ``port``, ``username``, ``capacity``, nothing else), so a list accepted here is accepted in
+    a catalogue file and the other way round. Each problem reads ``/<index>/<key>: <why>``
+    (``: <why>`` for the list itself), to follow the name of what holds the list; an empty
+    list means none.
+    """
+    errors = sorted(_POOL_HOSTS_VALIDATOR.iter_errors(hosts), key=lambda e: list(e.absolute_path))
+    return ["".join(f"/{p}" for p in e.absolute_path) + f": {_message(e)}" for e in errors]
+
+
 def _message(error: jsonschema.ValidationError) -> str:
     # the best match inside oneOf/anyOf/$ref chains says more than the umbrella error
     best = jsonschema.exceptions.best_match([error])

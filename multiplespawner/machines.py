@@ -4,7 +4,8 @@ Templates of resource type ``bare_metal`` and ``virtual_machine`` run their note
 machine the hub reaches over SSH. For one server, :class:`MachineLease` does, in order:
 
 1. **create** - ``bare_metal``: claim a host of the deployment's pool that has capacity left
-   (``hosts: [{address, port, username, host_key, capacity}]``); ``virtual_machine``: make a
+   (``hosts: [{address, port, username, host_key, capacity}]``, else the operator's
+   ``c.MachineOrchestrator.pool_hosts`` for that deployment); ``virtual_machine``: make a
    per-server SSH credential (:mod:`.credentials`) and ``provider.create`` a machine from the
    deployment, the chosen resources and that credential, labelled with hub id, user and server;
 2. **wait** - ``provider.wait_ready``: sshd answers with the pinned host key (pool hosts are not
@@ -72,17 +73,17 @@ import asyncssh
 
 from .errors import SpawnException
 from tornado.web import HTTPError
-from traitlets import Dict, Float, Unicode, default
+from traitlets import Dict, Float, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
 from cloudsshspawner.spawner import CloudSSHSpawner
 
-from .catalogue import resolve_placeholders
+from .catalogue import is_identifier, pool_hosts_problems, resolve_placeholders
 from .credentials import CredentialStore, ServerCredentials
 from .providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from .providers.identity import HUB_LABEL
-from .providers.registry import make_provider
+from .providers.registry import available, make_provider, provider_class
 
 #: resource types whose servers run on a machine reached over SSH
 MACHINE_RESOURCE_TYPES = ("bare_metal", "virtual_machine")
@@ -155,6 +156,29 @@ class MachineOrchestrator(LoggingConfigurable):
         has a configurer. That account must exist on every such host with this key authorised
         and passwordless sudo. Empty: bare_metal templates with a configurer are refused.""",
     ).tag(config=True)
+
+    pool_hosts = Dict(
+        key_trait=Unicode(),
+        help="""Hosts of bare_metal pools, by deployment name, for deployments that list no
+        `hosts` themselves, e.g. {"local_machine": [{"address": "node1.example.org", "port": 22,
+        "host_key": "ssh-ed25519 AAAA...", "capacity": 4}]}. Each host is written as in a
+        deployment's `hosts` (address and host_key; optional port, username, capacity) and checked
+        against the same schema. A deployment that lists hosts itself uses those and not these.
+        This keeps addresses and host keys in the operator's configuration, and gives hosts to
+        catalogues that name a pool without them (the original MultipleSpawner's
+        {"name": "local_machine", "provider": "local"}).""",
+    ).tag(config=True)
+
+    @validate("pool_hosts")
+    def _validate_pool_hosts(self, proposal):
+        problems = []
+        for name, hosts in proposal.value.items():
+            if not is_identifier(name):
+                problems.append(f"{name!r} is not a deployment name")
+            problems += [f"{name}{problem}" for problem in pool_hosts_problems(hosts)]
+        if problems:
+            raise TraitError("c.MachineOrchestrator.pool_hosts: " + "; ".join(problems))
+        return proposal.value
 
     ready_timeout = Float(
         300,
@@ -364,6 +388,12 @@ class MachineLease:
         return self.spawner.log
 
     @property
+    def hosts(self) -> list[dict]:
+        """A pool's hosts: the deployment's own ``hosts``, else the operator's
+        ``c.MachineOrchestrator.pool_hosts`` for the deployment's name; empty if neither has any."""
+        return self.deployment.get("hosts") or self.orchestrator.pool_hosts.get(self.deployment["name"], [])
+
+    @property
     def held(self) -> bool:
         """True while a machine, claim or credentials may exist for this server."""
         return bool(self.state)
@@ -381,6 +411,8 @@ class MachineLease:
     def check(self, child_class: type) -> None:
         """Refuse a template this path cannot run (raises SpawnException naming the problem)."""
         name = self.template_spec["name"]
+        if self.kind != POOL:
+            self._check_provider()
         if not issubclass(child_class, CloudSSHSpawner):
             raise SpawnException(
                 f"Template {name!r}: {self.template_spec['resource_type']} templates "
@@ -399,10 +431,36 @@ class MachineLease:
                 "key for them: set c.MachineOrchestrator.pool_admin_key_file.",
                 reason="template_error", status_code=500,
             )
-        if self.kind == POOL and not self.deployment.get("hosts"):
+        if self.kind == POOL and not self.hosts:
+            deployment = self.deployment["name"]
             raise SpawnException(
-                f"Deployment {self.deployment['name']!r} lists no hosts.", reason="template_error", status_code=500
+                f"Deployment {deployment!r} lists no hosts, and the hub has none for it: set "
+                f'c.MachineOrchestrator.pool_hosts = {{"{deployment}": [{{"address": ..., "host_key": ...}}]}} '
+                "or list hosts in the deployment.",
+                reason="template_error", status_code=500,
             )
+
+    def _check_provider(self) -> None:
+        """Refuse (400, nothing made) a deployment whose provider this hub cannot load, naming
+        the provider, the providers the hub has and what to configure."""
+        provider, deployment = self.deployment["provider"], self.deployment["name"]
+        try:
+            provider_class(provider)
+        except LookupError:
+            why = f"this hub has no machine provider {provider!r}"
+        except (ImportError, TypeError) as e:
+            why = f"machine provider {provider!r} cannot be loaded ({e})"
+        else:
+            return
+        raise SpawnException(
+            f"Template {self.template_spec['name']!r} cannot be used here: its deployment "
+            f"{deployment!r} asks for a machine from provider {provider!r}, but {why}. Machine "
+            f"providers this hub has: {', '.join(available())}. The operator can point the deployment "
+            "at one of them (its options in c.MachineOrchestrator.provider_options) or install a "
+            f"package that registers {provider!r} in the entry point group multiplespawner.providers; "
+            "until then choose another template.",
+            reason="template_error", status_code=400,
+        )
 
     async def claim_pool_host(self) -> None:
         """Claim a pool host with capacity left (called before anything starts).
@@ -413,15 +471,15 @@ class MachineLease:
         owner = _owner(self.spawner)
         async with _PROCESS.get_lock():
             usage = pool_usage(self.spawner, self.deployment["name"], exclude=owner)
-            for host in self.deployment["hosts"]:
+            for host in self.hosts:
                 host_id = _pool_host_id(host)
                 if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
                     _PROCESS.pool_claims[owner] = (self.deployment["name"], host_id)
                     break
             else:
-                total = sum(int(h.get("capacity", 1)) for h in self.deployment["hosts"])
+                total = sum(int(h.get("capacity", 1)) for h in self.hosts)
                 raise PoolFullError(
-                    f"All {len(self.deployment['hosts'])} hosts of {self.deployment['name']!r} are in "
+                    f"All {len(self.hosts)} hosts of {self.deployment['name']!r} are in "
                     f"use ({total} servers at most); try again later or choose another template."
                 )
         self.state = {

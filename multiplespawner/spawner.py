@@ -31,7 +31,7 @@ from importlib.metadata import entry_points
 from jupyterhub.spawner import Spawner
 from jupyterhub.traitlets import ByteSpecification
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, Integer, List, Unicode, default, observe
+from traitlets import Float, Integer, List, TraitError, Unicode, default, observe
 from traitlets.utils.importstring import import_item
 
 from .catalogue import (
@@ -50,7 +50,7 @@ from .choices import Choice, resolve_choice
 from .errors import SpawnException, failed, refused, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import render_form
-from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
+from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
@@ -340,7 +340,9 @@ class MultipleSpawner(Spawner):
         applied = await self._apply_group_overrides_to_child(protected=set(kwargs))
         self._record["child_kwargs"] = {**applied, **kwargs}
         self._adopt_child_timeouts()
-        self.machine = lease_for(self, self._orchestrator, t.spec, choice.deployment, choice.resources, values)
+        machine_backed = t.spec["resource_type"] in MACHINE_RESOURCE_TYPES  # others need no settings
+        self.machine = lease_for(self, self._orchestrator if machine_backed else None, t.spec,
+                                 choice.deployment, choice.resources, values)
         if self.machine is not None:
             self.machine.check(cls)
             self._record["machine_source"] = lease_record(self.machine)
@@ -399,7 +401,13 @@ class MultipleSpawner(Spawner):
 
     @property
     def _orchestrator(self) -> MachineOrchestrator:
-        return MachineOrchestrator(parent=self)
+        """The operator's machine settings; an invalid one (e.g. a malformed
+        ``c.MachineOrchestrator.pool_hosts``) fails the spawn with its message (500, reason
+        ``config_error``) rather than an unhandled error."""
+        try:
+            return MachineOrchestrator(parent=self)
+        except TraitError as e:
+            raise failed(f"The hub's machine settings are invalid: {e}", "config_error") from e
 
     def _placeholder_values(self, choice: Choice) -> dict[str, str]:
         deployment = choice.deployment or {}
