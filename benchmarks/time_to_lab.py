@@ -130,7 +130,7 @@ def timed_spawn(hub: Hub, user: str, template: str, timeout: float = 1800) -> di
 
 def run(quick: bool) -> dict:
     from images.build import build_image, notebook_requirements, wheelhouse
-    from tests.fixtures.docker_engine import DockerEngine
+    from images.engine import DockerEngine
     from tests.fixtures.libvirt import LibvirtDaemon, published_vm_image
     from tests.fixtures.machines import hub_ca, pool_host, prepared_machine_image
     from tests.fixtures.sshd import SSHD, make_client_key

@@ -34,7 +34,7 @@ _STATE_KEYS = (
 )
 
 # "--ip=X", "--ip X", "--ServerApp.ip=X", ...: what would make the notebook listen on X
-_IP_ARG = re.compile(r"^--?(?:[A-Za-z_]\w*\.)*ip(?:=(?P<value>.*))?$")
+_IP_ARG = re.compile(r"^--?(?:[A-Za-z_]\w*\.)*ip(?:=(?P<value>.*))?\Z", re.S)
 
 
 def check_loopback_args(args) -> None:

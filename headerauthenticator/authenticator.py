@@ -3,8 +3,9 @@
 Configuration is compatible with the published HeaderAuthenticator (``allowed_headers``,
 ``header_parser_classes``, ``spawner_shared_headers``, ``user_external_allow_attributes``,
 ``enable_auth_state``); what is new is that headers are believed only from
-``trusted_proxy_ips`` (see :mod:`headerauthenticator.trust`), optionally only with a
-shared secret, and every bad input gets a clear 4xx.
+``trusted_proxy_ips`` (see :mod:`headerauthenticator.trust`) and only with
+the front proxy's shared secret (required by default), and every bad input gets a clear
+4xx.
 
 Logins go through JupyterHub's ``login_user``, so ``allowed_users``, ``blocked_users``,
 ``admin_users``, ``allow_all``, username normalisation and ``post_auth_hook`` all apply.
@@ -20,9 +21,10 @@ from traitlets import Bool, Dict, Instance, Int, List, Set, Type, Unicode, defau
 
 from .handlers import HeaderLoginHandler, HeaderLogoutHandler, UserDataHandler
 from .parsers import HeaderParseError, Parser, split_groups
-from .trust import loopback_only, parse_networks, resolve_peer, trusts_everyone
+from .trust import parse_networks, resolve_peer, trusts_everyone
 
 SECRET_ENV = "JUPYTERHUB_HEADER_AUTH_SECRET"
+MIN_SECRET_LENGTH = 16
 
 
 class HeaderAuthenticator(Authenticator):
@@ -95,11 +97,23 @@ class HeaderAuthenticator(Authenticator):
     ).tag(config=True)
 
     shared_secret = Unicode(
-        help=f"""Secret the front proxy must send in ``shared_secret_header``; compared in
-        constant time. Empty disables the check. Defaults to ${SECRET_ENV} so the secret
-        need not be written into jupyterhub_config.py. Recommended whenever other programs
-        (for example users' notebook servers) run on hosts from which the hub is reachable:
-        addresses alone cannot tell them apart from the proxy.""",
+        help=f"""Secret the front proxy must send in ``shared_secret_header`` with every login
+        and user-data request; compared in constant time; at least {MIN_SECRET_LENGTH}
+        characters (start-up refuses a shorter one). Defaults to ${SECRET_ENV} so the
+        secret need not be written into jupyterhub_config.py. Required unless
+        ``require_shared_secret`` is False: addresses cannot tell the front proxy from any
+        other process that reaches the hub's ports (the hub's own proxy, CHP, forwards
+        everyone's requests from a loopback address; users' notebook servers on the hub host
+        can connect to the hub's port directly and write any X-Forwarded-For).""",
+    ).tag(config=True)
+
+    require_shared_secret = Bool(
+        True,
+        help="""Refuse to start without ``shared_secret``. Set False only when nothing but the
+        front proxy can reach the hub's ports, the proxy's and the hub's own (firewalled, no
+        user code on the hub host or on the hosts in ``hub_proxy_ips``, no
+        ``LocalProcessSpawner``); then a warning is logged at every start and logins are
+        judged by address alone.""",
     ).tag(config=True)
 
     shared_secret_header = Unicode(
@@ -116,6 +130,12 @@ class HeaderAuthenticator(Authenticator):
     max_user_data_size = Int(
         65536,
         help="Largest accepted body, in bytes, of a POST to the user-data endpoint (413 above).",
+    ).tag(config=True)
+
+    max_user_data_depth = Int(
+        16,
+        help="""Deepest nesting of lists and objects accepted in a user-data body (400
+        deeper); checked before the JSON is decoded.""",
     ).tag(config=True)
 
     groups_header = Unicode(
@@ -206,14 +226,7 @@ class HeaderAuthenticator(Authenticator):
                 "spawner: enable_auth_state is False.",
                 extra,
             )
-        if loopback_only(self._trusted) and not self.shared_secret:
-            self.log.warning(
-                "HeaderAuthenticator.trusted_proxy_ips %s are loopback addresses and no shared_secret "
-                "is set: any process on this host (users' notebook servers too) can connect from "
-                "such an address and log in as anyone. Set $%s (shared_secret) and make the front "
-                "proxy send it.",
-                self.trusted_proxy_ips, SECRET_ENV,
-            )
+        self._check_secret()
         if self.groups_header and not self.manage_groups and not self.admin_groups:
             self.log.warning("HeaderAuthenticator.groups_header is set but manage_groups is False: groups are ignored.")
         if self.admin_groups and not self.groups_header:
@@ -221,6 +234,40 @@ class HeaderAuthenticator(Authenticator):
                 "HeaderAuthenticator.admin_groups is set but groups_header is not: nobody becomes "
                 "admin through a group; set groups_header to the header listing the user's groups."
             )
+
+    def _check_secret(self):
+        """Refuse to start without a shared secret unless ``require_shared_secret`` is False
+        (ValueError naming the option and the proxy-side line to add), and with one shorter
+        than ``MIN_SECRET_LENGTH`` characters (guessable by any local process)."""
+        if self.shared_secret:
+            if len(self.shared_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"HeaderAuthenticator.shared_secret is {len(self.shared_secret)} characters long: "
+                    f"use at least {MIN_SECRET_LENGTH} random characters (openssl rand -hex 32), "
+                    f"a short one can be guessed by anything that reaches the hub's ports."
+                )
+            return
+        header = self.shared_secret_header
+        if self.require_shared_secret:
+            raise ValueError(
+                f"HeaderAuthenticator.shared_secret is not set. Without it any process that can "
+                f"reach the hub's ports (users' notebook servers on this host included) can log in "
+                f"as anyone, admins too. Set ${SECRET_ENV} (or c.HeaderAuthenticator.shared_secret) "
+                f"to a random string (openssl rand -hex 32) and make the front proxy send it on "
+                f"login requests (/hub/login, /hub/user-data, /hub/set-user-data only, so that "
+                f"users' servers never see it): nginx: proxy_set_header {header} \"<secret>\"; "
+                f"Apache: RequestHeader set {header} \"<secret>\" "
+                f"\"expr=%{{REQUEST_URI}} =~ m#^/hub/(login|user-data|set-user-data)$#\" "
+                f"(docs/deploy-behind-proxy.md has complete snippets). Only if nothing but the "
+                f"front proxy can reach the hub's ports, set "
+                f"c.HeaderAuthenticator.require_shared_secret = False instead."
+            )
+        self.log.warning(
+            "HeaderAuthenticator.require_shared_secret is False and no shared_secret is set: "
+            "logins are judged by address alone. Any process that can reach the hub's ports "
+            "(its own proxy's too) can log in as anyone, admins included. Keep these ports "
+            "firewalled from everything but the front proxy, and run no user code on this host."
+        )
 
     # ---- requests ------------------------------------------------------------------------
     def get_handlers(self, app):

@@ -13,6 +13,8 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.handlers.login import LogoutHandler
 from tornado import web
 
+from .parsers import HeaderParseError, loads_bounded
+
 
 class HeaderLoginHandler(BaseHandler):
     """Log in from the front proxy's headers on GET or POST.
@@ -55,22 +57,48 @@ class HeaderLogoutHandler(LogoutHandler):
             await super().render_logout_page()
 
 
+@web.stream_request_body
 class UserDataHandler(BaseHandler):
     """Accept extra user data from the trusted front proxy and keep it in auth_state.
 
     Contract: ``POST`` with ``Content-Type: application/json`` and a JSON object whose keys
-    are all in ``HeaderAuthenticator.user_external_allow_attributes``, from a trusted peer
-    (and with the shared secret, if configured), carrying the username header of a user who
+    are all in ``HeaderAuthenticator.user_external_allow_attributes``, at most
+    ``max_user_data_size`` bytes and ``max_user_data_depth`` levels deep, from a trusted peer
+    with the shared secret, carrying the username header of a user who
     has logged in before. The values are merged into that user's auth_state, which persists
     in the hub database (encrypted). Answers 200 with the stored keys.
 
     The user is named by the proxy's header, not by a hub cookie, so the hub's XSRF cookie
     check does not apply; requiring ``application/json`` keeps browsers from forging the
     request cross-site (that content type needs a CORS preflight the hub never grants).
+    Refusals are 4xx with a JSON body ``{"status": ..., "message": ...}`` and store nothing.
+
+    The body is streamed: at most ``max_user_data_size`` bytes of it are kept in memory,
+    whatever the client sends.
     """
 
     def check_xsrf_cookie(self):
         return
+
+    async def prepare(self):
+        self._body = bytearray()  # before anything can fail: the body arrives regardless
+        self._body_too_large = False
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self._body) + len(chunk) > self.authenticator.max_user_data_size:
+            self._body_too_large = True
+            self._body.clear()
+        elif not self._body_too_large:
+            self._body += chunk
+
+    def write_error(self, status_code, **kwargs):
+        """Refusals as JSON ``{"status": ..., "message": ...}`` for the front proxy, which is
+        the caller here (the hub's HTML error pages drop the message of a 404)."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
 
     async def post(self):
         authenticator = self.authenticator
@@ -82,15 +110,16 @@ class UserDataHandler(BaseHandler):
         if content_type.lower() != "application/json":
             raise web.HTTPError(415, "User data must be sent as application/json.")
         username = authenticator.normalize_username(authenticator.username_from_request(self))
-        body = self.request.body
-        if len(body) > authenticator.max_user_data_size:
+        if self._body_too_large:
             raise web.HTTPError(
                 413, f"User data is larger than {authenticator.max_user_data_size} bytes."
             )
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise web.HTTPError(400, "User data is not valid JSON.") from None
+            data = loads_bounded(self._body.decode("utf-8"), authenticator.max_user_data_depth, "User data")
+        except UnicodeDecodeError:
+            raise web.HTTPError(400, "User data is not UTF-8 text.") from None
+        except HeaderParseError as e:
+            raise web.HTTPError(e.status, f"{e.message}.") from None
         if not isinstance(data, dict) or not data:
             raise web.HTTPError(400, "User data must be a non-empty JSON object.")
         unknown = sorted(set(data) - set(allowed))

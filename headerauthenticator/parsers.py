@@ -10,9 +10,10 @@ Parsers never log header values above DEBUG.
 """
 
 import json
+import math
 import re
 
-from traitlets import CRegExp, Dict
+from traitlets import CRegExp, Dict, Int
 from traitlets.config import LoggingConfigurable
 
 
@@ -100,19 +101,74 @@ class RegexUsernameParser(Parser):
 class JSONParser(Parser):
     """Decode the header value as JSON; any JSON value (object, list, string, number) is kept."""
 
+    max_depth = Int(
+        32,
+        help="""Deepest nesting of lists and objects accepted in the header's JSON; deeper
+        values are refused with 400 before they are decoded.""",
+    ).tag(config=True)
+
     def parse(self, data):
-        if not isinstance(data, (str, bytes, bytearray)):
+        if isinstance(data, (bytes, bytearray)):
+            data = data.decode("utf-8", "replace")
+        if not isinstance(data, str):
             raise HeaderParseError(400, "the header value is not text")
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError) as e:
-            # position only: the value itself may be a secret
-            raise HeaderParseError(400, f"the header value is not valid JSON ({_where(e)})") from None
+        return loads_bounded(data, self.max_depth, "the header value")
+
+
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of lists and objects in ``text``, strings skipped (linear time).
+
+    Exact for valid JSON; for text that is not JSON it may be an overestimate, which only
+    turns one 400 into another.
+    """
+    depth = deepest = 0
+    for match in _JSON_NESTING.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_bounded(text: str, max_depth: int, what: str):
+    """``json.loads`` for untrusted text: :class:`HeaderParseError` (400) naming ``what`` if
+    it nests lists/objects deeper than ``max_depth`` (checked first, so the decoder never
+    recurses deeply) or is not standard JSON (``NaN``, ``Infinity`` and numbers that overflow
+    to infinity are refused too: they would make the hub's REST API answer invalid JSON). The
+    message gives a position only: the text may be secret."""
+    if json_depth(text) > max_depth:
+        raise HeaderParseError(400, f"{what} is nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise HeaderParseError(400, f"{what} is not valid JSON ({_where(e)})") from None
+
+
+class _NotJSON(ValueError):
+    """Python's decoder accepts it, JSON does not (NaN, Infinity, 1e999)."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJSON("a number out of range")
+    return value
 
 
 def _where(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at character {error.pos}"
+    if isinstance(error, _NotJSON):
+        return str(error)
     return type(error).__name__
 
 
@@ -123,10 +179,7 @@ def split_groups(value) -> list[str]:
     else:
         text = str(value).strip()
         if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except ValueError:
-                raise HeaderParseError(400, "the groups header is not a valid JSON list") from None
+            items = loads_bounded(text, 1, "the groups header (a JSON list of names)")
             if not isinstance(items, list):
                 raise HeaderParseError(400, "the groups header is not a JSON list")
         else:

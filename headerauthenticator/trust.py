@@ -44,11 +44,6 @@ def trusts_everyone(networks) -> bool:
     return not networks or any(net in _EVERYONE for net in networks)
 
 
-def loopback_only(networks) -> bool:
-    """True if ``networks`` is not empty and lies within 127.0.0.0/8 and ::1."""
-    return bool(networks) and all(net.is_loopback for net in networks)
-
-
 def parse_address(text: str) -> Address | None:
     """Parse an address as proxies write it; IPv4-mapped IPv6 becomes IPv4. None if garbage."""
     text = text.strip()

@@ -1,8 +1,8 @@
 """Command line: ``python -m images build NAME...`` prints one image tag per line on stdout.
 
 Progress, and "cached" for every step that was skipped, go to stderr. If no Docker daemon
-answers on /var/run/docker.sock, one is started for the build and stopped afterwards (run from
-the repository root, which holds the test fixtures that know how).
+answers on /var/run/docker.sock, one is started for the build and stopped afterwards. Needs only
+the suite's runtime dependencies (docker-py), not its test extra.
 """
 
 import argparse
@@ -10,6 +10,7 @@ import sys
 import time
 
 from .build import IMAGES, build_image, log
+from .engine import DockerEngine
 
 
 def main(argv=None) -> int:
@@ -21,8 +22,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     names = list(IMAGES) if "all" in args.names else list(dict.fromkeys(args.names))
-    from tests.fixtures.docker_engine import DockerEngine
-
     with DockerEngine() as engine:
         if engine.owned:
             log("no Docker daemon was running; started dockerd for this build")

@@ -8,8 +8,9 @@ tag already exists nothing is built:
   apt proxy), imported with ``docker import``. The root filesystem tarball is kept under
   ``~/.cache/jupyterhub-multiplespawner/rootfs/`` so re-importing it needs no download.
 * ``notebook`` and ``ssh-machine``: ``docker build`` of ``recipes/<name>/`` on top of ``base``.
-  Python packages are built into wheels on the host once per requirement set
-  (``~/.cache/jupyterhub-multiplespawner/wheels/<key>/``) and installed in the image with
+  Python packages are downloaded as wheels on the host once per requirement set and target
+  Python (``~/.cache/jupyterhub-multiplespawner/wheels/<key>/``), resolved for the exact CPython
+  of the base image (``DEBIAN_PYTHON``, checked in the build), and installed in the image with
   ``pip install --no-index``.
 
 This is a build tool for tests and operators: it blocks (subprocess, docker-py) and must not be
@@ -152,7 +153,9 @@ def _unmount_below(root: Path) -> None:
         subprocess.run(["umount", "--lazy", point], check=False)
 
 
-def _remove_tree(root: Path) -> None:
+def remove_tree(root: Path) -> None:
+    """Remove ``root``: first unmount whatever is mounted below it, then delete it without
+    crossing into another file system."""
     _unmount_below(root)
     subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
@@ -198,7 +201,7 @@ def _debootstrap(tarball: Path) -> None:
         )
         partial.rename(tarball)
     finally:
-        _remove_tree(work)
+        remove_tree(work)
 
 
 def base_image(client) -> str:
@@ -228,32 +231,76 @@ def base_image(client) -> str:
 # -- wheels ----------------------------------------------------------------------------------
 
 
-def wheelhouse(requirements: list) -> Path:
-    """A directory of wheels for ``requirements`` and their dependencies, built once.
+#: The file in a wheel directory that names the exact CPython its wheels were resolved for.
+#: ``AnsibleConfigurer`` reads it and the playbook compares it with the machine's Python.
+WHEEL_PYTHON_FILE = "python-version"
 
-    Keyed by the requirement set, the Python version and the machine; built with the running
-    interpreter's pip (the project venv's, so the host's package index settings apply).
+#: The exact ``python3`` of each Debian suite the images are made from. A stable release never
+#: moves to a newer upstream version (fixes are patches on this one), so wheels resolved for it
+#: stay right; both builders check it against the real interpreter before installing.
+DEBIAN_PYTHON = {"bookworm": "3.11.2"}
+
+
+def python_version_of(argv: list) -> str:
+    """The exact version (``3.11.2``) of the CPython that ``argv`` runs (a command prefix such
+    as ``["chroot", ROOTFS, "/usr/bin/python3"]``)."""
+    result = subprocess.run(
+        [*map(str, argv), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True, text=True, check=True,
+    )
+    return result.stdout.strip()
+
+
+def check_wheel_python(wheels: Path, python_version: str) -> None:
+    """Raise RuntimeError unless ``wheels`` was resolved for exactly ``python_version``.
+
+    Same minor version is not enough: a dependency may require a newer patch release
+    (``Requires-Python >= 3.11.5``) than the target has.
     """
-    key = _digest(sorted(requirements), list(sys.version_info[:2]), platform.machine())[:16]
+    recorded = (wheels / WHEEL_PYTHON_FILE).read_text().strip() if (wheels / WHEEL_PYTHON_FILE).exists() else None
+    if recorded != python_version:
+        raise RuntimeError(
+            f"the wheels in {wheels} are for Python {recorded or '(not recorded)'}, the target has "
+            f"{python_version}: download them with `pip download --only-binary=:all: "
+            f"--python-version {python_version}`"
+        )
+
+
+def wheelhouse(requirements: list, python_version: str) -> Path:
+    """A directory of wheels for ``requirements`` and their dependencies, for CPython
+    ``python_version`` exactly (the target's ``X.Y.Z``, not the builder's), downloaded once.
+
+    ``pip download --only-binary=:all: --python-version X.Y.Z`` resolves dependencies as the
+    target's interpreter would (``Requires-Python`` included) for this machine's platform; the
+    version is written to ``WHEEL_PYTHON_FILE`` in the directory. Keyed by the requirement set,
+    that version and the machine; run with the running interpreter's pip (the project venv's,
+    so the host's package index settings apply).
+    """
+    key = _digest(sorted(requirements), python_version, platform.machine())[:16]
     target = CACHE / "wheels" / key
     with _locked(f"wheels-{key}"):
         if (target / ".complete").exists():
-            log(f"wheels for {' '.join(requirements)}: {target} cached")
+            log(f"wheels for {' '.join(requirements)} (Python {python_version}): {target} cached")
             return target
-        log(f"downloading wheels for {' '.join(requirements)} into {target}")
+        log(f"downloading wheels for {' '.join(requirements)} (Python {python_version}) into {target}")
         shutil.rmtree(target, ignore_errors=True)
         partial = target.with_name(f"{key}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(partial), *requirements],
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+             "--python-version", python_version, "--dest", str(partial), *requirements],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         if result.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
-            raise RuntimeError(f"pip wheel {' '.join(requirements)} failed:\n{result.stdout[-3000:]}")
+            raise RuntimeError(
+                f"pip download {' '.join(requirements)} for Python {python_version} failed:\n"
+                f"{result.stdout[-3000:]}"
+            )
+        (partial / WHEEL_PYTHON_FILE).write_text(python_version + "\n")
         (partial / ".complete").write_text("\n".join(requirements) + "\n")
         partial.rename(target)
         return target
@@ -287,12 +334,12 @@ def _recipe_files(name: str) -> dict:
     }
 
 
-def _docker_build(client, context: Path, tag: str, base: str) -> None:
+def _docker_build(client, context: Path, tag: str, buildargs: dict) -> None:
     output = []
     for chunk in client.api.build(
         path=str(context),
         tag=tag,
-        buildargs={"BASE": base},
+        buildargs=buildargs,
         rm=True,
         forcerm=True,
         pull=False,
@@ -321,7 +368,8 @@ def build_image(name: str, client, alias: bool = True) -> str:
     if name == "base":
         return base
     requirements = IMAGES[name]() if IMAGES[name] else []
-    wheels = wheelhouse(requirements) if requirements else None
+    python = DEBIAN_PYTHON[BASE_RECIPE["suite"]]
+    wheels = wheelhouse(requirements, python) if requirements else None
     wheel_names = sorted(p.name for p in wheels.glob("*.whl")) if wheels else []
     files = _recipe_files(name)
     key = _digest(
@@ -338,13 +386,15 @@ def build_image(name: str, client, alias: bool = True) -> str:
         log(f"{name}: building {tag}")
         with tempfile.TemporaryDirectory(prefix=f"image-{name}-") as tmp:
             context = Path(tmp)
+            buildargs = {"BASE": base}
             for path, data in files.items():
                 (context / path).parent.mkdir(parents=True, exist_ok=True)
                 (context / path).write_bytes(data)
             if wheels:
                 shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns(".complete"))
+                buildargs["PYTHON_VERSION"] = python
                 (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
-            _docker_build(client, context, tag, base)
+            _docker_build(client, context, tag, buildargs)
         if alias:
             _alias(client, tag)
         return tag

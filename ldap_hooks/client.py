@@ -7,9 +7,17 @@ worker while it runs one operation). Nothing here ever blocks the event loop.
 Contract of every coroutine: it returns the operation's result or raises a
 :class:`~ldap_hooks.errors.DirectoryError`:
 
-* :class:`DirectoryUnavailable` - no TCP/TLS connection, connection lost, or timed out. An
-  operation that fails this way on a *reused* connection (e.g. the server restarted since) is
-  retried once on a fresh connection; a fresh connection that fails is not retried.
+* :class:`DirectoryUnavailable` - no TCP/TLS connection, connection lost, or timed out.
+  Idle connections the server has closed since their last use (it restarted, or dropped idle
+  clients) are recognised before use and replaced, so a directory that restarted between two
+  spawns costs the next spawn nothing. An operation whose *reused* connection is lost while it
+  runs (the server went away between the check and the request) is retried once, always on a
+  fresh connection; a fresh connection that fails, and an operation that timed out (the server
+  is hung or overloaded, a retry would only double the wait), are not retried.
+* Every wait is bounded: connecting by ``connect_timeout``, each answer by
+  ``operation_timeout``; so an operation fails after at most about
+  ``connect_timeout + 2 * operation_timeout`` of work (bind and request), plus the time it
+  queued for a worker behind others.
 * :class:`DirectoryBindRefused` - the server refused the configured credentials.
 * :class:`DirectoryResultError` - the server answered with a non-success result. Its detail
   names the result and the server's diagnostic, never the DN or values of the request.
@@ -30,6 +38,7 @@ import asyncio
 import atexit
 import math
 import re
+import select
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -175,10 +184,9 @@ class LDAPClient:
 
     def _run(self, operation):
         """Run ``operation(conn)`` on an idle or new connection (in a worker thread)."""
-        for attempt in (1, 2):
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            reused = conn is not None
+        conn = self._take_idle()
+        reused = conn is not None
+        while True:
             if conn is None:
                 conn = self._connect()
             try:
@@ -188,7 +196,8 @@ class LDAPClient:
                 raise DirectoryResultError(e.description or str(e.result), _result_detail(e)) from e
             except _CONNECTION_ERRORS as e:
                 self._drop(conn)
-                if reused and attempt == 1:
+                if reused and not _timed_out(e):
+                    conn, reused = None, False  # lost under us: once more, on a new connection
                     continue
                 raise DirectoryUnavailable(f"lost connection to {self.settings.url}: {e}") from e
             except lexc.LDAPExceptionError as e:  # refused by ldap3 itself: bad filter, DN, ...
@@ -199,6 +208,17 @@ class LDAPClient:
                 raise
             self._release(conn)
             return result
+
+    def _take_idle(self) -> ldap3.Connection | None:
+        """An idle connection the server has not closed, or None; closed ones are dropped."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if _still_open(conn):
+                return conn
+            self._drop(conn)
 
     def _release(self, conn: ldap3.Connection) -> None:
         with self._lock:
@@ -290,6 +310,31 @@ class LDAPClient:
             except RuntimeError:
                 self._drop(conn)
         self._executor.shutdown(wait=False)
+
+
+def _still_open(conn: ldap3.Connection) -> bool:
+    """Whether an idle connection can still carry a request.
+
+    An LDAP server sends nothing unasked to an idle client except a notice of disconnection,
+    so anything to read on its socket (data, end of stream, an error) means the server has
+    closed or is closing it. Costs one non-blocking poll."""
+    sock = getattr(conn, "socket", None)
+    if conn.closed or sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except (OSError, ValueError):  # closed underneath: fileno() is -1
+        return False
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether a connection error is a wait that ran out (not a connection the server closed).
+
+    ldap3 raises its socket errors as classes that also derive from the ``OSError`` it caught,
+    so a receive that hit ``operation_timeout`` is a ``TimeoutError``."""
+    return isinstance(error, (lexc.LDAPResponseTimeoutError, TimeoutError))
 
 
 def _result_detail(e: lexc.LDAPOperationResult) -> str:

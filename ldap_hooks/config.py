@@ -38,7 +38,7 @@ INCREMENT_ATTRIBUTE = "1"
 SEARCH_RESULT_OPERATION_ACTIONS = (INCREMENT_ATTRIBUTE,)
 
 # An attribute description as RFC 4512 allows it (descr or numeric OID), no options.
-ATTRIBUTE_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$")
+ATTRIBUTE_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)\Z")
 
 
 def check_attribute_name(name: str, option: str) -> str:

@@ -10,8 +10,10 @@ A catalogue is built from one or more files (or directories of ``*.json``, ``*.y
 (the last two are the thesis format). Every file is validated against
 ``schema/catalogue.schema.json``; then the merged catalogue is checked as a whole (unique
 template names, a deployment for every provider a template names, defaults inside their bounds,
-known placeholders, a spawner class that imports). Every problem is reported as
-``file: at path: problem``.
+known placeholders, spawner and configurer classes from the operator's allow-lists
+(:class:`CataloguePolicy`), a spawner class that imports). Every problem is reported as
+``file: at path: problem``. Parsing is bounded (:func:`parse_document`: size, depth, no YAML
+aliases), so a hostile file cannot exhaust memory, stack or time.
 
 :class:`CatalogueSource` hands out the current catalogue and reloads it when a file changes.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -34,11 +37,61 @@ import jsonschema
 import yaml
 
 from .classes import TemplateError, spawner_class_for
+from .legacy_format import translate as translate_legacy
 
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
 #: the resources a template may offer a choice of (``resources`` in the schema)
 RESOURCE_KEYS = ("cpu", "memory_mb", "gpus")
+#: the options that hold numbers: the resources and the session length
+NUMBER_KEYS = (*RESOURCE_KEYS, "lifetime_minutes")
+#: numbers beyond this magnitude are refused as choices (JSON's exact integer range)
+MAX_NUMBER_MAGNITUDE = 2**53
+
+#: The spawner classes a template may name unless the operator configures
+#: ``allowed_spawner_classes``: the children the suite supports, as dotted paths and under
+#: their entry-point names. ``SimpleLocalProcessSpawner`` is deliberately absent: it runs the
+#: notebook as the hub's own Unix user.
+DEFAULT_SPAWNER_CLASSES = (
+    "jupyterhub.spawner.LocalProcessSpawner",
+    "localprocess",
+    "default",
+    "dockerspawner.DockerSpawner",
+    "docker",
+    "kubespawner.KubeSpawner",
+    "batchspawner.SlurmSpawner",
+    "cloudsshspawner.CloudSSHSpawner",
+    "cloudssh",
+)
+#: The configurer classes a template may name unless the operator configures
+#: ``allowed_configurer_classes``.
+DEFAULT_CONFIGURER_CLASSES = ("ansible", "multiplespawner.configurers.AnsibleConfigurer")
+#: Configurer options a template may not set: where playbooks and run directories live on the
+#: hub is the operator's choice (``c.AnsibleConfigurer.playbook_dir`` etc.), not a template's.
+HUB_PATH_CONFIGURER_OPTIONS = ("playbook_dir", "work_dir")
+#: Jinja markup, which Ansible would evaluate on the hub (``lookup('pipe', ...)`` runs commands).
+_JINJA_RE = re.compile(r"\{\{|\{%|\{#")
+#: Default size limit of one catalogue file or editor request body.
+DEFAULT_MAX_BYTES = 1024 * 1024
+#: How deeply lists and mappings may nest in a catalogue document (a template needs about 6).
+MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class CataloguePolicy:
+    """What the operator lets catalogue documents contain, beyond the schema.
+
+    ``spawner_classes`` and ``configurer_classes`` are allow-lists of the names templates may
+    write (checked before anything is imported); ``max_bytes`` bounds each file or request
+    body. The hub builds one from MultipleSpawner's traits, the editor service from its own.
+    """
+
+    spawner_classes: frozenset = frozenset(DEFAULT_SPAWNER_CLASSES)
+    configurer_classes: frozenset = frozenset(DEFAULT_CONFIGURER_CLASSES)
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+DEFAULT_POLICY = CataloguePolicy()
 
 #: Placeholders resolved in spawner kwargs and environment at spawn time.
 PLACEHOLDERS = (
@@ -52,19 +105,44 @@ PLACEHOLDERS = (
 _PLACEHOLDER_RE = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")
 
 
-def resolve_placeholders(value: Any, values: dict[str, str]) -> Any:
-    """A copy of ``value`` with ``{NAME}`` placeholders in every string replaced from ``values``.
+def resolve_placeholders(value: Any, values: dict[str, str], reformatted: Iterable[str] = ()) -> Any:
+    """A copy of ``value`` with ``{NAME}`` placeholders replaced from ``values``, once.
 
-    Only upper-case names are placeholders; ``{username}``-style fields that child spawners
-    format themselves are left alone.
+    Placeholders are replaced in every string, dict keys included (DockerSpawner's ``volumes``
+    maps host paths such as ``/home/{JUPYTERHUB_USER}`` to mounts). Only upper-case names are
+    placeholders; ``{username}``-style fields that child spawners format themselves are left
+    alone, and names not in ``values`` stay as they are (the catalogue check refuses unknown
+    ones).
+
+    A substituted value is text, never format syntax. ``reformatted`` names the top-level keys
+    of ``value`` (a child's kwargs) whose strings the child passes through ``str.format`` again
+    (``notebook_dir``, DockerSpawner's ``volumes``, ...): there the braces *of the substituted
+    values* are doubled, so that the child's formatting yields the value itself. A user named
+    ``a{b`` thus gets ``/home/a{b``, not an "expected '}'" error or a format field of the
+    user's choosing. Braces the template itself wrote are kept as they are in every field.
     """
-    if isinstance(value, str):
-        return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), value)
-    if isinstance(value, dict):
-        return {k: resolve_placeholders(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_placeholders(v, values) for v in value]
-    return value
+    reformatted = frozenset(reformatted)
+
+    def substitute(text: str, escape: bool) -> str:
+        def value_of(m: re.Match) -> str:
+            found = values.get(m.group(1))
+            if found is None:
+                return m.group(0)
+            return found.replace("{", "{{").replace("}", "}}") if escape else found
+        return _PLACEHOLDER_RE.sub(value_of, text)
+
+    def walk(item: Any, escape: bool) -> Any:
+        if isinstance(item, str):
+            return substitute(item, escape)
+        if isinstance(item, dict):
+            return {walk(k, escape): walk(v, escape) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, escape) for v in item]
+        return item
+
+    if isinstance(value, dict) and reformatted:
+        return {walk(k, False): walk(v, k in reformatted) for k, v in value.items()}
+    return walk(value, False)
 
 
 def _load_schema() -> dict:
@@ -88,6 +166,12 @@ def _validator_for(definition: str | None):
 
 
 _VALIDATORS = {kind: _validator_for(kind) for kind in (None, "deployments", "templates")}
+_IDENTIFIER_RE = re.compile(SCHEMA["$defs"]["identifier"]["pattern"])
+
+
+def is_identifier(value: Any) -> bool:
+    """Is ``value`` a valid template/deployment/provider name (the schema's ``identifier``)?"""
+    return isinstance(value, str) and _IDENTIFIER_RE.search(value) is not None
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -212,18 +296,103 @@ class Catalogue:
         return [t for t in self.templates.values() if t.enabled and t.allows(user_name, groups, admin)]
 
 
-# ---- reading --------------------------------------------------------------------------------
-def parse_document(text: str, filename: str) -> Any:
-    """One catalogue file's text as data: JSON for ``*.json``, YAML otherwise.
+def is_number(value: Any) -> bool:
+    """True for a JSON number that is finite and within ``±2**53`` (never for a bool): one a
+    bound can be compared with and a message can print."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= MAX_NUMBER_MAGNITUDE
+    return math.isfinite(value) and abs(value) <= MAX_NUMBER_MAGNITUDE
 
-    Raises :class:`CatalogueError` naming the file if the text does not parse.
+
+# ---- reading --------------------------------------------------------------------------------
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with nesting capped at :data:`MAX_DEPTH`.
+
+    Aliases (``*name``) are refused outright: each one repeats a whole subtree, so a few
+    hundred bytes can expand to gigabytes ("billion laughs"). Depth is counted while composing,
+    before the recursive composer could exhaust the stack.
     """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted here; write the value out",
+                self.peek_event().start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _plain_data_problem(value: Any, path: list, depth: int = 1) -> str | None:
+    """Why ``value`` is not plain JSON data nested at most MAX_DEPTH deep (None: it is)."""
+    if depth > MAX_DEPTH:
+        return f"at {_json_path(path)}: nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"at {_json_path(path)}: key {k!r} is not a string"
+            problem = _plain_data_problem(v, path + [k], depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            problem = _plain_data_problem(v, path + [i], depth + 1)
+            if problem:
+                return problem
+    elif value is not None and not isinstance(value, (str, bool, int, float)):
+        return f"at {_json_path(path)}: {type(value).__name__} values are not accepted"
+    return None
+
+
+def parse_document(data: str | bytes, filename: str, policy: CataloguePolicy = DEFAULT_POLICY,
+                   syntax: str | None = None) -> Any:
+    """Parse one catalogue document (a file's content or a request body), bounded.
+
+    ``syntax`` is ``"json"`` or ``"yaml"``; by default the file name's suffix decides. The
+    document must be UTF-8, at most ``policy.max_bytes`` long, nested at most
+    :data:`MAX_DEPTH` deep, YAML without aliases, and plain data (strings, numbers, booleans,
+    null, lists, mappings with string keys). Anything else raises :class:`CatalogueError`
+    naming ``filename``; no other exception escapes.
+    """
+    syntax = syntax or ("json" if filename.endswith(".json") else "yaml")
+    label = syntax.upper()
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > policy.max_bytes:
+        raise CatalogueError([Problem(filename, "", f"too large: {len(raw)} bytes; at most {policy.max_bytes} are accepted")])
     try:
-        if filename.endswith(".json"):
-            return json.loads(text)
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CatalogueError([Problem(filename, "", f"not UTF-8 text ({e.reason} at byte {e.start})")])
+    try:
+        value = json.loads(text) if syntax == "json" else yaml.load(text, Loader=_BoundedLoader)
+    except RecursionError:
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: nested deeper than {MAX_DEPTH} levels")])
     except (ValueError, yaml.YAMLError) as e:
-        raise CatalogueError([Problem(filename, "", f"not valid {Path(filename).suffix[1:].upper()}: {e}")])
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: {e}")])
+    problem = _plain_data_problem(value, [])
+    if problem:
+        raise CatalogueError([Problem(filename, "", f"not valid {label}: {problem}")])
+    return value
+
+
+def read_document(path: Path, policy: CataloguePolicy = DEFAULT_POLICY) -> Any:
+    """Read and parse the catalogue file ``path`` (blocking), reading at most one byte more
+    than ``policy.max_bytes``; a file in the original MultipleSpawner's format is translated
+    to this suite's (:mod:`multiplespawner.legacy_format`, which logs what to write instead).
+    Raises :class:`CatalogueError` if it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(policy.max_bytes + 1)
+    except OSError as e:
+        raise CatalogueError([Problem(str(path), "", f"cannot read: {e.strerror or e}")])
+    return translate_legacy(parse_document(data, str(path), policy), str(path))
 
 
 def document_kind(document: Any) -> str | None:
@@ -267,6 +436,26 @@ def validate_document(document: Any, filename: str) -> Document:
                     ("deployments",), ("templates",))
 
 
+_POOL_HOSTS_VALIDATOR = _VALIDATOR_CLS({
+    "$schema": SCHEMA["$schema"],
+    "$defs": SCHEMA["$defs"],
+    **SCHEMA["$defs"]["deployment"]["properties"]["hosts"],
+})
+
+
+def pool_hosts_problems(hosts: Any) -> list[str]:
+    """What is wrong with ``hosts`` as a ``bare_metal`` deployment's ``hosts`` list.
+
+    The catalogue schema's own rules (a non-empty list of ``{address, host_key}`` with optional
+    ``port``, ``username``, ``capacity``, nothing else), so a list accepted here is accepted in
+    a catalogue file and the other way round. Each problem reads ``/<index>/<key>: <why>``
+    (``: <why>`` for the list itself), to follow the name of what holds the list; an empty
+    list means none.
+    """
+    errors = sorted(_POOL_HOSTS_VALIDATOR.iter_errors(hosts), key=lambda e: list(e.absolute_path))
+    return ["".join(f"/{p}" for p in e.absolute_path) + f": {_message(e)}" for e in errors]
+
+
 def _message(error: jsonschema.ValidationError) -> str:
     # the best match inside oneOf/anyOf/$ref chains says more than the umbrella error
     best = jsonschema.exceptions.best_match([error])
@@ -274,16 +463,21 @@ def _message(error: jsonschema.ValidationError) -> str:
 
 
 def _placeholder_problems(value: Any, filename: str, path: list) -> list[Problem]:
+    """Unknown ``{NAME}`` placeholders in the strings of ``value``, dict keys included."""
+    def unknown(text: str, where: list) -> list[Problem]:
+        return [
+            Problem(filename, _json_path(where), f"unknown placeholder {{{name}}}; known: "
+                    + ", ".join(PLACEHOLDERS))
+            for name in _PLACEHOLDER_RE.findall(text) if name not in PLACEHOLDERS
+        ]
+
     problems = []
     if isinstance(value, str):
-        for name in _PLACEHOLDER_RE.findall(value):
-            if name not in PLACEHOLDERS:
-                problems.append(
-                    Problem(filename, _json_path(path), f"unknown placeholder {{{name}}}; known: "
-                            + ", ".join(PLACEHOLDERS))
-                )
+        problems += unknown(value, path)
     elif isinstance(value, dict):
         for k, v in value.items():
+            if isinstance(k, str):
+                problems += unknown(k, path + [k])
             problems += _placeholder_problems(v, filename, path + [k])
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -301,24 +495,70 @@ def _bound_problems(spec: dict, filename: str, path: list) -> list[Problem]:
     return problems
 
 
-def _spawner_class_problems(spec: dict, filename: str, path: list, check_class) -> list[Problem]:
+def _spawner_class_problems(spec: dict, filename: str, path: list, policy: CataloguePolicy,
+                            check_class) -> list[Problem]:
+    """The spawner class must be allow-listed (checked first: nothing is imported for a class
+    outside the list), then pass ``check_class``."""
+    name = spec["spawner"]["class"]
+    where = _json_path(path + ["spawner", "class"])
+    if name not in policy.spawner_classes:
+        return [Problem(filename, where, f"spawner class {name!r} is not allowed: the operator lists the "
+                        "classes templates may use in allowed_spawner_classes")]
     try:
-        check_class(spec["spawner"]["class"])
+        check_class(name)
     except TemplateError as e:
-        return [Problem(filename, _json_path(path + ["spawner", "class"]), str(e))]
+        return [Problem(filename, where, str(e))]
     return []
 
 
-def build_catalogue(documents: list[Document], check_class=spawner_class_for) -> Catalogue:
+def _configurer_problems(spec: dict, filename: str, path: list, policy: CataloguePolicy) -> list[Problem]:
+    """The configurer must be allow-listed; its options may not choose hub paths or carry Jinja."""
+    configurer = spec.get("configurer")
+    if configurer is None:
+        return []
+    path = path + ["configurer"]
+    problems = []
+    if configurer["class"] not in policy.configurer_classes:
+        problems.append(Problem(filename, _json_path(path + ["class"]),
+                                f"configurer class {configurer['class']!r} is not allowed: the operator "
+                                "lists the classes templates may use in allowed_configurer_classes"))
+    options = configurer.get("options", {})
+    for key in HUB_PATH_CONFIGURER_OPTIONS:
+        if key in options:
+            problems.append(Problem(filename, _json_path(path + ["options", key]),
+                                    f"{key} is a path on the hub: the operator sets it in the hub's "
+                                    "configuration, a template may not"))
+    playbook = options.get("playbook")
+    if isinstance(playbook, str) and (playbook.startswith("/") or ".." in Path(playbook).parts):
+        problems.append(Problem(filename, _json_path(path + ["options", "playbook"]),
+                                "must be a relative path inside the playbook directory (no '..')"))
+    problems += _jinja_problems(options, filename, path + ["options"])
+    return problems
+
+
+def _jinja_problems(value: Any, filename: str, path: list) -> list[Problem]:
+    if isinstance(value, str):
+        if _JINJA_RE.search(value):
+            return [Problem(filename, _json_path(path), "Jinja markup ({{, {% or {#) is not accepted in "
+                            "configurer options: Ansible would evaluate it on the hub")]
+        return []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for k, v in items for p in _jinja_problems(v, filename, path + [k])]
+
+
+def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT_POLICY,
+                    check_class=spawner_class_for) -> Catalogue:
     """Merge validated documents (in order) into a Catalogue (blocking: imports spawner classes).
 
     Checks what one file alone cannot: template names are unique across files, each provider
     a template names has a deployment of its resource type, defaults lie within their bounds,
-    placeholders are known, and ``check_class`` accepts each template's spawner class: by
-    default :func:`~multiplespawner.classes.spawner_class_for` (the class imports and is a
-    concrete Spawner); a process that never spawns passes
-    :func:`~multiplespawner.classes.locate_spawner_class` (found, not imported). Raises
-    :class:`CatalogueError` listing every problem.
+    placeholders are known, the spawner and configurer classes are in ``policy``'s allow-lists
+    (checked before anything is imported), ``check_class`` accepts each template's spawner
+    class (by default :func:`~multiplespawner.classes.spawner_class_for`: the class imports
+    and is a concrete Spawner; a process that never spawns passes
+    :func:`~multiplespawner.classes.locate_spawner_class`: found, not imported), configurer
+    options choose no hub paths and hold no Jinja. Raises :class:`CatalogueError` listing
+    every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}
@@ -359,7 +599,8 @@ def build_catalogue(documents: list[Document], check_class=spawner_class_for) ->
             if "lifetime_minutes" in spec:
                 problems += _bound_problems(spec["lifetime_minutes"], filename, path + ["lifetime_minutes"])
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
-            problems += _spawner_class_problems(spec, filename, path, check_class)
+            problems += _spawner_class_problems(spec, filename, path, policy, check_class)
+            problems += _configurer_problems(spec, filename, path, policy)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename
@@ -386,28 +627,24 @@ def catalogue_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def load_catalogue(paths: Iterable[str | os.PathLike], check_class=spawner_class_for) -> Catalogue:
+def load_catalogue(paths: Iterable[str | os.PathLike], policy: CataloguePolicy = DEFAULT_POLICY,
+                   check_class=spawner_class_for) -> Catalogue:
     """Read, validate and merge the catalogue files at ``paths`` (blocking: file reads, imports).
 
+    Every file is parsed with :func:`read_document` and checked against ``policy``;
     ``check_class`` as for :func:`build_catalogue`. Raises :class:`CatalogueError` for a
-    missing or unreadable file too.
+    missing, unreadable or oversized file too.
     """
     documents = []
     problems: list[Problem] = []
     for f in catalogue_files(paths):
-        name = str(f)
         try:
-            text = f.read_text()
-        except OSError as e:
-            problems.append(Problem(name, "", f"cannot read: {e.strerror or e}"))
-            continue
-        try:
-            documents.append(validate_document(parse_document(text, name), name))
+            documents.append(validate_document(read_document(f, policy), str(f)))
         except CatalogueError as e:
             problems += e.problems
     if problems:
         raise CatalogueError(problems)
-    return build_catalogue(documents, check_class)
+    return build_catalogue(documents, policy, check_class)
 
 
 def default_catalogue_path() -> Path:
@@ -446,8 +683,10 @@ class CatalogueSource:
     :meth:`get` raises :class:`CatalogueError`.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0):
+    def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0,
+                 policy: CataloguePolicy = DEFAULT_POLICY):
         self.paths = tuple(str(p) for p in paths)
+        self.policy = policy
         self.log = log
         self.check_interval = check_interval
         self.current: Catalogue | None = None
@@ -475,7 +714,7 @@ class CatalogueSource:
             return
         self._fingerprint = fingerprint
         try:
-            catalogue = load_catalogue(self.paths)
+            catalogue = load_catalogue(self.paths, self.policy)
         except CatalogueError as e:
             if self.error is None or str(e) != str(self.error):
                 kept = f"keeping version {self.current.version}" if self.current else "no catalogue loaded yet"
@@ -492,13 +731,14 @@ class CatalogueSource:
 _SOURCES: dict[tuple, CatalogueSource] = {}
 
 
-def shared_source(paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0) -> CatalogueSource:
-    """One :class:`CatalogueSource` per set of paths for the whole hub process.
+def shared_source(paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0,
+                  policy: CataloguePolicy = DEFAULT_POLICY) -> CatalogueSource:
+    """One :class:`CatalogueSource` per set of paths (and policy) for the whole hub process.
 
     Every user's spawner asks the same source, so a change is read once.
     """
-    key = (tuple(str(p) for p in paths), check_interval)
+    key = (tuple(str(p) for p in paths), check_interval, policy)
     source = _SOURCES.get(key)
     if source is None:
-        source = _SOURCES[key] = CatalogueSource(key[0], log, check_interval)
+        source = _SOURCES[key] = CatalogueSource(key[0], log, check_interval, policy)
     return source

@@ -16,19 +16,23 @@ it, and resources and a session length within the template's bounds, or a
 ``gpus``            GPUs (integer)
 ``lifetime_minutes`` session length in minutes (number)
 =================== ==================================================================
+
+Numbers may come as JSON numbers or as text (the form's fields); they must be finite and at
+most ``2**53`` in size, and text at most 32 characters; null or empty text means "the default".
+Bools, lists and objects are not numbers. Values quoted back in messages are cut short
+(:func:`shown`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .catalogue import RESOURCE_KEYS, Bound, Catalogue, Template
+from .catalogue import NUMBER_KEYS, RESOURCE_KEYS, Bound, Catalogue, Template, is_number
 from .errors import refused
 
 INTEGER_KEYS = ("memory_mb", "gpus")
-OPTION_KEYS = ("template", "provider", *RESOURCE_KEYS, "lifetime_minutes")
+OPTION_KEYS = ("template", "provider", *NUMBER_KEYS)
 
 
 @dataclass(frozen=True)
@@ -50,22 +54,40 @@ class Choice:
         return options
 
 
+#: Longest text a number may be written as; ``-`` and 15 significant digits fit easily.
+_MAX_NUMBER_TEXT = 32
+#: Largest magnitude a number may have: beyond it floats lose whole numbers (2**53).
+#: Longest repr of a user's value quoted back in a message.
+_MAX_SHOWN = 60
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to a bounded length, for quoting a user's input in a message."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
 def _number(key: str, value: Any, template: Template) -> float:
-    """Coerce a form string or JSON number; refuse anything else with a clear message."""
+    """Coerce a form string or JSON number; refuse anything else with a clear message.
+
+    Refused: bools, NaN and infinities, numbers beyond ``±2**53``, text longer than
+    ``_MAX_NUMBER_TEXT`` characters, lists, objects (null never gets here: it means the default).
+    """
     if isinstance(value, list) and len(value) == 1:  # raw form data
         value = value[0]
-    if isinstance(value, bool):
-        raise refused(f"{key} must be a number, not {value!r}")
     if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_NUMBER_TEXT:
+            raise refused(f"{key} must be a number of at most {_MAX_NUMBER_TEXT} characters")
         try:
-            value = float(value.strip())
+            value = float(text)
         except ValueError:
-            raise refused(f"{key} must be a number, not {value!r}") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise refused(f"{key} must be a number, not {value!r}")
+            raise refused(f"{key} must be a number, not {shown(value)}") from None
+    if not is_number(value):
+        raise refused(f"{key} must be a number (finite, at most 2**53 in size), not {shown(value)}")
     if key in INTEGER_KEYS:
         if value != int(value):
-            raise refused(f"{key} must be a whole number, not {value!r}")
+            raise refused(f"{key} must be a whole number, not {shown(value)}")
         return int(value)
     return int(value) if float(value).is_integer() else float(value)
 
@@ -103,13 +125,14 @@ def resolve_choice(
     Raises a 400 :class:`~multiplespawner.errors.SpawnError` naming the problem: unknown option key, unknown, disabled,
     forbidden or unavailable template, unknown provider, resource or lifetime out of bounds.
     """
+    if user_options is not None and not isinstance(user_options, dict):
+        raise refused(f"user_options must be an object, not {type(user_options).__name__}")
     options = dict(user_options or {})
     unavailable = unavailable or {}
-    unknown = sorted(set(options) - set(OPTION_KEYS))
+    unknown = sorted(map(str, set(options) - set(OPTION_KEYS)))
     if unknown:
-        raise refused(
-            f"Unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(OPTION_KEYS)}"
-        )
+        named = ", ".join(shown(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise refused(f"Unknown option(s) {named}; allowed: {', '.join(OPTION_KEYS)}")
     groups = list(groups)
 
     name = options.get("template")
@@ -120,10 +143,10 @@ def resolve_choice(
         template = usable[0]
     else:
         if not isinstance(name, str):
-            raise refused(f"template must be a template name, not {name!r}")
+            raise refused(f"template must be a template name, not {shown(name)}")
         template = catalogue.templates.get(name)
         if template is None:
-            raise refused(f"There is no template named {name!r}.")
+            raise refused(f"There is no template named {shown(name)}.")
         if not template.enabled:
             raise refused(f"Template {name!r} is disabled.")
         if not template.allows(user_name, groups, admin):
@@ -134,13 +157,13 @@ def resolve_choice(
     provider = options.get("provider", template.providers[0])
     if provider not in template.providers:
         raise refused(
-            f"Template {template.name!r} does not run on provider {provider!r}; "
+            f"Template {template.name!r} does not run on provider {shown(provider)}; "
             f"choose one of {', '.join(template.providers)}."
         )
     deployment = catalogue.deployment(template, provider)
 
     chosen: dict[str, float] = {}
-    for key in (*RESOURCE_KEYS, "lifetime_minutes"):
+    for key in NUMBER_KEYS:
         bound = template.lifetime if key == "lifetime_minutes" else template.resources.get(key)
         raw = options.get(key)
         if bound is not None:

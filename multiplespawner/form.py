@@ -21,7 +21,7 @@ from importlib import resources
 import jinja2
 from markupsafe import Markup
 
-from .catalogue import RESOURCE_KEYS, Bound, Template
+from .catalogue import NUMBER_KEYS, RESOURCE_KEYS, Bound, Template, is_number
 
 _LABELS = {
     "cpu": ("CPU cores", "any"),
@@ -85,7 +85,7 @@ def form_context(
 ) -> dict:
     """The variables the spawn form template gets (see :func:`render_form`): plain data, so an
     operator's template can lay them out as it likes."""
-    last = dict(last or {})
+    last = _usable_last(last)
     unavailable = unavailable or {}
     available = [t for t in templates if t.name not in unavailable]
     chosen = last.get("template")
@@ -111,6 +111,21 @@ def form_context(
             for t in templates
         ],
     }
+
+
+def _usable_last(last) -> dict:
+    """The parts of a server's stored ``user_options`` that can preselect fields.
+
+    They are normally the canonical options of the last spawn, but the hub's REST API lets
+    their owner overwrite them with any object (``PATCH .../servers/NAME``): names that are
+    not strings and numbers that :func:`~multiplespawner.catalogue.is_number` refuses are dropped,
+    so the form shows the defaults there instead of failing.
+    """
+    if not isinstance(last, dict):
+        return {}
+    kept = {k: last[k] for k in ("template", "provider") if isinstance(last.get(k), str)}
+    kept.update((k, v) for k, v in last.items() if k in NUMBER_KEYS and is_number(v))
+    return kept
 
 
 def render_form(
@@ -148,7 +163,7 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict:
         options["template"] = template
     if first("provider"):
         options["provider"] = first("provider")
-    for key in (*RESOURCE_KEYS, "lifetime_minutes"):
+    for key in NUMBER_KEYS:
         value = first(f"{template}.{key}") if template else ""
         if value:
             options[key] = value

@@ -27,24 +27,28 @@ import time
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, List, Unicode, default, observe
+from traitlets import Float, Integer, List, TraitError, Unicode, default, observe
 
 from cloudsshspawner.progress import ProgressEvents
 
 from .catalogue import (
+    DEFAULT_CONFIGURER_CLASSES,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SPAWNER_CLASSES,
     CatalogueError,
+    CataloguePolicy,
     CatalogueSource,
     default_catalogue_path,
     resolve_placeholders,
     shared_source,
 )
-from .children import resource_kwargs
+from .children import adapter_for
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
-from .errors import SpawnException, failed, user_facing
+from .errors import SpawnException, failed, refused, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import default_form_template, render_form
-from .machines import POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
+from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
@@ -123,6 +127,30 @@ class MultipleSpawner(Spawner):
     def _options_form_template_default(self):
         return default_form_template()
 
+    allowed_spawner_classes = List(
+        Unicode(),
+        list(DEFAULT_SPAWNER_CLASSES),
+        help="""Spawner classes templates may name, exactly as written in ``spawner.class``
+        (dotted paths or ``jupyterhub.spawners`` entry-point names). The catalogue refuses a
+        template naming any other class before importing it, whoever wrote the file. The
+        default lists the classes the suite supports; ``SimpleLocalProcessSpawner`` is absent
+        on purpose (it runs notebooks as the hub's Unix user). Give the template editor
+        service the same list.
+        """,
+    ).tag(config=True)
+
+    allowed_configurer_classes = List(
+        Unicode(),
+        list(DEFAULT_CONFIGURER_CLASSES),
+        help="""Configurer classes templates may name in ``configurer.class`` (short names such
+        as ``ansible`` or dotted paths); the catalogue refuses others before importing them.""",
+    ).tag(config=True)
+
+    catalogue_max_bytes = Integer(
+        DEFAULT_MAX_BYTES,
+        help="Largest catalogue file read, in bytes; a larger file is a catalogue error.",
+    ).tag(config=True)
+
     lifetime_grace = Float(
         2.0,
         help="""Seconds added to the session deadline before the expiry timer stops a server.
@@ -148,7 +176,9 @@ class MultipleSpawner(Spawner):
     @property
     def catalogue_source(self) -> CatalogueSource:
         paths = self.catalogue_paths or [str(default_catalogue_path())]
-        return shared_source(paths, self.log, self.catalogue_check_interval)
+        policy = CataloguePolicy(frozenset(self.allowed_spawner_classes),
+                                 frozenset(self.allowed_configurer_classes), self.catalogue_max_bytes)
+        return shared_source(paths, self.log, self.catalogue_check_interval, policy)
 
     def _user_identity(self) -> dict:
         return {
@@ -213,6 +243,14 @@ class MultipleSpawner(Spawner):
         """Form fields -> canonical ``user_options``; a bad choice re-shows the form with a 400."""
         return (await self.resolve(form_fields_to_options(formdata))).to_options()
 
+    async def options_from_query(self, query_data: dict) -> dict:
+        """``/hub/spawn?template=...&<template>.cpu=...``: the form's fields, the form's check.
+
+        JupyterHub's default calls ``options_from_form`` without the ``spawner`` argument ours
+        takes; ``run_options_from_form`` passes it when the callable wants it.
+        """
+        return await maybe_future(self.run_options_from_form(query_data))
+
     # ---- preparing the child -----------------------------------------------------------
     @default("apply_user_options")
     def _apply_user_options_default(self):
@@ -245,11 +283,13 @@ class MultipleSpawner(Spawner):
         values = self._placeholder_values(choice)
         try:
             cls = spawner_class_for(t.spawner_class)
-            mapped = resource_kwargs(cls, choice)
+            adapter = adapter_for(cls)
+            mapped = adapter.resource_kwargs(choice)
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
             raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
-        kwargs = resolve_placeholders(t.spawner_kwargs, values)
+        kwargs = resolve_placeholders(t.spawner_kwargs, values, reformatted=adapter.reformatted_kwargs)
+        _check_braces_for_templating(cls, t, values)
         kwargs.update(mapped)
         self.choice = choice
         self._record = {
@@ -258,7 +298,9 @@ class MultipleSpawner(Spawner):
             "options": choice.to_options(),
             "child_class": _class_path(cls),
             "child_kwargs": kwargs,
-            "environment": resolve_placeholders(t.environment, values),
+            "environment": resolve_placeholders(  # KubeSpawner formats its environment again
+                t.environment, values,
+                reformatted=t.environment if "environment" in adapter.reformatted_kwargs else ()),
             "lifetime_minutes": choice.lifetime_minutes,
         }
         try:
@@ -272,7 +314,9 @@ class MultipleSpawner(Spawner):
         applied = await self._apply_group_overrides_to_child(protected=set(kwargs))
         self._record["child_kwargs"] = {**applied, **kwargs}
         self._adopt_child_timeouts()
-        self.machine = lease_for(self, self._orchestrator, t.spec, choice.deployment, choice.resources, values)
+        machine_backed = t.spec["resource_type"] in MACHINE_RESOURCE_TYPES  # others need no settings
+        self.machine = lease_for(self, self._orchestrator if machine_backed else None, t.spec,
+                                 choice.deployment, choice.resources, values)
         if self.machine is not None:
             self.machine.check(cls)
             self._record["machine_source"] = lease_record(self.machine)
@@ -331,7 +375,13 @@ class MultipleSpawner(Spawner):
 
     @property
     def _orchestrator(self) -> MachineOrchestrator:
-        return MachineOrchestrator(parent=self)
+        """The operator's machine settings; an invalid one (e.g. a malformed
+        ``c.MachineOrchestrator.pool_hosts``) fails the spawn with its message (500, reason
+        ``config_error``) rather than an unhandled error."""
+        try:
+            return MachineOrchestrator(parent=self)
+        except TraitError as e:
+            raise failed(f"The hub's machine settings are invalid: {e}", "config_error") from e
 
     def _placeholder_values(self, choice: Choice) -> dict[str, str]:
         deployment = choice.deployment or {}
@@ -572,3 +622,16 @@ class MultipleSpawner(Spawner):
         self.choice = None
         self._record = None
         self._deadline = None
+
+
+def _check_braces_for_templating(cls: type[Spawner], template, values: dict[str, str]) -> None:
+    """Refuse (400) a placeholder value with braces in a field ``cls`` renders as a template."""
+    fields = set(adapter_for(cls).templated_kwargs) & set(template.spawner_kwargs)
+    if not fields:
+        return
+    plain = {k: v.replace("{", "").replace("}", "") for k, v in values.items()}
+    for name in sorted(fields):
+        spec = template.spawner_kwargs[name]
+        if resolve_placeholders(spec, values) != resolve_placeholders(spec, plain):
+            raise refused(f"Template {template.name!r} cannot be used by this server: its "
+                          f"{name} would carry a brace from the user or server name.")

@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.moto",
     "tests.fixtures.libvirt",
     "tests.fixtures.slurm",
+    "tests.fixtures.swarm",
 ]
 
 _KINDS = ("unit", "integration", "e2e")

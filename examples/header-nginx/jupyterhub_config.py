@@ -18,7 +18,8 @@ c.JupyterHub.bind_url = "http://127.0.0.1:8000"
 c.JupyterHub.authenticator_class = "header"
 
 c.HeaderAuthenticator.trusted_proxy_ips = ["127.0.0.2"]  # nginx's proxy_bind address
-# c.HeaderAuthenticator.shared_secret comes from $JUPYTERHUB_HEADER_AUTH_SECRET
+# c.HeaderAuthenticator.shared_secret comes from $JUPYTERHUB_HEADER_AUTH_SECRET; without it the
+# hub refuses to start (addresses alone cannot tell nginx from a local process).
 c.HeaderAuthenticator.allowed_headers = {"auth": "Remote-User", "data": "X-User-Data"}
 c.HeaderAuthenticator.header_parser_classes = {"data": JSONParser}
 c.HeaderAuthenticator.enable_auth_state = True

@@ -15,9 +15,9 @@ OpenSSH and Python with ``venv`` (for Ansible and the notebook). The **notebook 
 baked in, as in an operator's golden image: a venv at ``/opt/jupyterhub-notebook`` (where the
 shipped playbooks expect it) with jupyterhub at the hub's exact version and the hub's
 JupyterLab, installed in the chroot by the guest's own ``/usr/bin/python3`` from the wheels the
-host downloaded (``images.build.wheelhouse``), offline (``--no-index``). The wheels are built
-for the builder's Python, so the builder must run the guest's Python version (both are
-Debian 12's 3.11); a mismatch is refused before anything is installed. No SSH host keys, users
+host downloaded (``images.build.wheelhouse``), offline (``--no-index``). The wheels are
+resolved for the guest's exact Python (``images.build.DEBIAN_PYTHON``, e.g. 3.11.2), whatever
+Python runs the builder; a guest whose Python differs is refused before anything is installed. No SSH host keys, users
 or machine id are baked in: each machine gets its own from its cloud-init seed at first boot
 (see ``multiplespawner/providers/libvirt.py``).
 
@@ -34,12 +34,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..build import CACHE, apt_proxy_env, host_debian_mirror, log, notebook_requirements, wheelhouse
+from ..build import (
+    CACHE,
+    DEBIAN_PYTHON,
+    apt_proxy_env,
+    check_wheel_python,
+    host_debian_mirror,
+    log,
+    notebook_requirements,
+    python_version_of,
+    wheelhouse,
+)
 
 HERE = Path(__file__).resolve().parent
 GUEST = HERE / "guest"
@@ -74,7 +83,7 @@ DISK, KERNEL, INITRD, MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.j
 def notebook_wheels() -> tuple[list[str], Path]:
     """The notebook requirements and the wheel directory that satisfies them (built once)."""
     requirements = notebook_requirements()
-    return requirements, wheelhouse(requirements)
+    return requirements, wheelhouse(requirements, DEBIAN_PYTHON[VM_RECIPE["suite"]])
 
 
 def recipe_hash(requirements: list[str], wheels: Path) -> str:
@@ -198,13 +207,7 @@ def _build(out: Path, key: str, requirements: list[str], wheels: Path) -> None:
 
 def _install_notebook_env(rootfs: Path, key: str, requirements: list[str], wheels: Path, env: dict) -> None:
     """The notebook venv, made and filled in the chroot by the guest's Python, offline."""
-    guest = subprocess.run(["chroot", str(rootfs), "/usr/bin/python3", "-c",
-                            "import sys; print(*sys.version_info[:2])"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    if [int(v) for v in guest] != list(sys.version_info[:2]):
-        raise RuntimeError(f"the guest's Python is {'.'.join(guest)}, the wheels are for this "
-                           f"builder's {sys.version_info[0]}.{sys.version_info[1]}: run the "
-                           "builder with a Python of the guest's version")
+    check_wheel_python(wheels, python_version_of(["chroot", rootfs, "/usr/bin/python3"]))
     venv = VM_RECIPE["notebook_env"]
     staged = rootfs / "tmp/notebook-wheels"
     shutil.copytree(wheels, staged, ignore=shutil.ignore_patterns(".complete"))

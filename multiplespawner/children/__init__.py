@@ -4,7 +4,7 @@
 (``@register`` a :class:`~.base.ChildAdapter` subclass) and one line below.
 """
 
-from . import batch, cloudssh, docker, kube, local  # noqa: F401  (each registers its adapter)
+from . import batch, cloudssh, docker, kube, local, swarm  # noqa: F401  (each registers its adapter)
 from .base import ChildAdapter, adapter_for, resource_kwargs
 
 __all__ = ["ChildAdapter", "adapter_for", "resource_kwargs"]

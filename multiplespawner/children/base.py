@@ -38,6 +38,13 @@ class ChildAdapter:
     #: whether this child runs its notebook on a machine the hub reaches over SSH
     #: (``bare_metal``/``virtual_machine`` templates need such a child)
     runs_on_machines: ClassVar[bool] = False
+    #: traits whose strings the child passes through ``str.format`` again with its own
+    #: ``{username}``-style namespace: placeholder values substituted into them get their braces
+    #: doubled (see :func:`~multiplespawner.catalogue.resolve_placeholders`). Subclasses extend it.
+    reformatted_kwargs: ClassVar[tuple[str, ...]] = ("notebook_dir", "default_url")
+    #: traits the child renders as templates with a syntax no escaping fits (batchspawner's:
+    #: Jinja or ``str.format``): a placeholder value with a brace there refuses the spawn (400)
+    templated_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cls: type[Spawner]):
         self.cls = cls

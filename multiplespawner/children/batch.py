@@ -10,6 +10,7 @@ from .base import ChildAdapter, register
 @register
 class BatchAdapter(ChildAdapter):
     adapts = "batchspawner.batchspawner:BatchSpawnerBase"
+    templated_kwargs = ("batch_script", "exec_prefix", "batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd")
 
     def resource_kwargs(self, choice) -> dict:
         """``req_nprocs`` (whole CPUs, rounded up), ``req_memory`` (``<MiB>M``, as sbatch's

@@ -11,3 +11,6 @@ from .base import ChildAdapter, register
 class CloudSSHAdapter(ChildAdapter):
     adapts = "cloudsshspawner.spawner:CloudSSHSpawner"
     runs_on_machines = True
+    reformatted_kwargs = ChildAdapter.reformatted_kwargs + (
+        "remote_username", "ssh_key_path", "ssh_certificate_path", "remote_hosts", "cmd", "remote_log_path",
+    )

@@ -8,6 +8,9 @@ from .base import ChildAdapter, register
 @register
 class DockerAdapter(ChildAdapter):
     adapts = "dockerspawner.dockerspawner:DockerSpawner"
+    reformatted_kwargs = ChildAdapter.reformatted_kwargs + (
+        "volumes", "read_only_volumes", "mounts", "name_template", "extra_create_kwargs", "extra_host_config",
+    )
 
     def resource_kwargs(self, choice) -> dict:
         """GPUs are added to the template's ``extra_host_config`` as a Docker device request."""

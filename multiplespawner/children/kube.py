@@ -12,6 +12,13 @@ from .base import ChildAdapter, register
 @register
 class KubeAdapter(ChildAdapter):
     adapts = "kubespawner.spawner:KubeSpawner"
+    reformatted_kwargs = ChildAdapter.reformatted_kwargs + (
+        "user_namespace_template", "pod_name_template", "secret_name_template", "pvc_name_template",
+        "working_dir", "environment", "extra_labels", "extra_annotations", "volumes", "volume_mounts",
+        "init_containers", "service_account", "extra_pod_config", "extra_containers",
+        "storage_extra_labels", "storage_extra_annotations", "storage_selector",
+        "user_namespace_labels", "user_namespace_annotations", "pod_connect_ip",
+    )
 
     def resource_kwargs(self, choice) -> dict:
         """What a KubeSpawner child needs besides ``cpu_limit``/``mem_limit``.

@@ -17,6 +17,12 @@ Each :meth:`AnsibleConfigurer.configure` call:
    and removes the run directory;
 5. raises :class:`ConfigurerError` naming the failed task, the host and Ansible's message.
 
+The variables reach ``ansible-playbook`` as a vars file in the private run directory (0600),
+never on its command line (other users can read every process's argv), and every string in
+them is tagged ``!unsafe``: a user or server name substituted into a template's options is data
+for the playbook, and Ansible never evaluates ``{{ ... }}`` or ``{% ... %}`` found in it (that
+would run code on the hub host).
+
 The hub's environment is not passed on to Ansible except for a short allowlist (PATH, HOME,
 locale, TLS bundles), so tokens in the hub's environment never reach a playbook.
 """
@@ -37,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import yaml
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from ..shared_files import shared_path
@@ -94,6 +101,37 @@ def failure_message(event: dict, limit: int = 600) -> str:
         head = limit // 3
         text = text[:head] + " ... " + text[-(limit - head - 5):]
     return text
+
+
+class _Unsafe(str):
+    """A string Ansible must take literally (written with the ``!unsafe`` tag)."""
+
+
+class _VarsDumper(yaml.SafeDumper):
+    """Writes every string value as ``!unsafe``; mapping keys stay plain variable names."""
+
+
+_VarsDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def _tag_unsafe(value):
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {str(k): _tag_unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tag_unsafe(v) for v in value]
+    return value
+
+
+def write_vars_file(path: Path, variables: dict) -> None:
+    """Write ``variables`` to ``path`` (created 0600) as an Ansible vars file for ``-e @path``
+    in which every string, at any depth, is ``!unsafe``: Ansible uses it as it is and never
+    templates it."""
+    text = yaml.dump(_tag_unsafe(variables), Dumper=_VarsDumper, default_flow_style=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 async def _next_event(events: asyncio.Queue, timeout: float):
@@ -171,6 +209,32 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+#: The file in a wheel directory naming the exact CPython (``X.Y.Z``) its wheels were resolved
+#: for; ``python -m images`` writes it, operators write it after ``pip download``.
+WHEEL_PYTHON_FILE = "python-version"
+
+
+def wheel_python(wheel_dir: Path) -> str:
+    """The exact Python version recorded in ``wheel_dir``; ConfigurerError if there is none.
+
+    Wheels resolved for one patch release can fail on another (a dependency may require
+    ``>= 3.11.5`` and the machine have 3.11.2), so the playbook compares this with the machine's
+    Python before it installs anything.
+    """
+    how = (
+        f"download the wheels for the machines' exact Python (`pip download -d {wheel_dir} "
+        "--only-binary=:all: --python-version X.Y.Z ...`, X.Y.Z from `python3 --version` on a "
+        f"machine) and write X.Y.Z into {wheel_dir / WHEEL_PYTHON_FILE}"
+    )
+    try:
+        recorded = (wheel_dir / WHEEL_PYTHON_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise ConfigurerError(f"wheel directory {wheel_dir} does not say which Python its wheels are for: {how}") from None
+    if not re.fullmatch(r"\d+\.\d+\.\d+", recorded):
+        raise ConfigurerError(f"{wheel_dir / WHEEL_PYTHON_FILE} holds {recorded[:40]!r}, not a version X.Y.Z: {how}")
+    return recorded
+
+
 def wheel_listing(wheel_dir: Path) -> list[list]:
     """The wheels in ``wheel_dir`` as [name, size] pairs (what the hash needs to see)."""
     return sorted([p.name, p.stat().st_size] for p in wheel_dir.glob("*.whl"))
@@ -229,9 +293,12 @@ class AnsibleConfigurer(Configurer):
     wheel_dir = Unicode(
         "",
         config=True,
-        help="""Directory of wheels on the hub (`pip download -d DIR --only-binary=:all:
-        jupyterhub==<hub version> jupyterlab`) that the machine installs from, offline, with
-        --no-index. Machines need no package index then. Empty: the machine uses `index_url`.""",
+        help="""Directory of wheels on the hub that the machine installs from, offline, with
+        --no-index; machines need no package index then. Resolve them for the machines' exact
+        Python (`pip download -d DIR --only-binary=:all: --python-version 3.11.2
+        jupyterhub==<hub version> jupyterlab`) and write that version into `DIR/python-version`:
+        a machine whose `python3` differs is refused before anything is installed.
+        Empty: the machine uses `index_url`.""",
     )
 
     index_url = Unicode(
@@ -304,9 +371,12 @@ class AnsibleConfigurer(Configurer):
         def _inputs():
             if not playbook_file.is_file():
                 raise ConfigurerError(f"playbook {playbook_file} does not exist")
-            if wheel_dir is not None and not wheel_dir.is_dir():
+            if wheel_dir is None:
+                return tree_digest(root), None
+            if not wheel_dir.is_dir():
                 raise ConfigurerError(f"wheel directory {wheel_dir} does not exist")
-            return tree_digest(root), wheel_listing(wheel_dir) if wheel_dir else None
+            extravars["notebook_env_wheel_python"] = wheel_python(wheel_dir)
+            return tree_digest(root), wheel_listing(wheel_dir)
 
         playbooks_digest, wheels = await asyncio.to_thread(_inputs)
         digest = config_hash(machine, playbooks_digest, extravars, wheels)
@@ -324,7 +394,7 @@ class AnsibleConfigurer(Configurer):
             await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials, wheel_dir, extravars)
             self.log.info("Configuring %s with %s", where, playbook_file)
             stats = await self._run(
-                run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback
+                run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback
             )
         finally:
             await self._stop_control_masters(control_dir)
@@ -351,6 +421,7 @@ class AnsibleConfigurer(Configurer):
                 for wheel in sorted(wheel_dir.glob("*.whl")):
                     tar.add(wheel, arcname=wheel.name)
             extravars["notebook_env_wheel_archive"] = str(archive)
+        write_vars_file(run_dir / "vars.yml", extravars)
 
     def _environment(self, run_dir: Path, control_dir: Path, root: Path) -> dict:
         env = {k: "" for k in os.environ if k not in ENV_ALLOWLIST}
@@ -374,7 +445,7 @@ class AnsibleConfigurer(Configurer):
         )
         return env
 
-    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, extravars, progress_callback) -> dict:
+    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback) -> dict:
         """Run ansible-playbook in the thread pool, relaying task events; return its stats.
 
         On timeout or cancellation the run is stopped: the runner kills ansible-playbook's
@@ -401,7 +472,7 @@ class AnsibleConfigurer(Configurer):
                     inventory=build_inventory(
                         machine, credentials.client_key_path, run_dir / "known_hosts", self.remote_python
                     ),
-                    extravars=extravars,
+                    cmdline=f"-e @{run_dir / 'vars.yml'}",
                     envvars=self._environment(run_dir, control_dir, root),
                     quiet=True,
                     suppress_env_files=True,

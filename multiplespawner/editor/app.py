@@ -26,32 +26,48 @@ REST API, relative to the service prefix (JSON unless said otherwise)::
     GET    api/preview?group=G           the spawn form (HTML) as a member of G sees it
 
 Invalid templates get 400 with ``problems`` (file, path, problem), stale ETags 409,
-forbidden changes 403; nothing is written in those cases.
+forbidden changes 403 with one problem per refused field naming the permission it needs (see
+:mod:`.access`), bodies over ``max_body_bytes`` 413; nothing is written in those cases. Bodies
+are parsed with :func:`~multiplespawner.catalogue.parse_document` (size, depth, no YAML
+aliases), and every refusal is a 4xx with a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import os
+import re
 import secrets
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpserver, ioloop, web
-from traitlets import Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application
 
-from ..catalogue import CatalogueError, load_catalogue
+from ..catalogue import (
+    DEFAULT_CONFIGURER_CLASSES,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SPAWNER_CLASSES,
+    CatalogueError,
+    CataloguePolicy,
+    is_identifier,
+    load_catalogue,
+    parse_document,
+)
 from ..classes import locate_spawner_class
 from ..form import render_form
-from .access import EDIT_SCOPE, Editor, editor_from_scopes
-from .store import Conflict, NotFound, TemplateStore, dump_yaml
+from .access import EDIT_SCOPE, CourseRules, Editor, editor_from_scopes
+from .store import Conflict, Forbidden, NotFound, TemplateStore, dump_yaml
+
+_YAML_TYPES = ("application/yaml", "text/yaml", "application/x-yaml")
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,18 +108,42 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.finish(self.render_string("error.html", status=status_code, message=message))
 
     def body_template(self) -> dict:
-        """The request body as a template: JSON, or YAML for application/yaml and text/yaml."""
+        """The request body as a template: JSON, or YAML for application/yaml and text/yaml.
+
+        Bounded (see :func:`~multiplespawner.catalogue.parse_document`): 413 over
+        ``max_body_bytes``, 400 for anything that is not one template-shaped mapping whose
+        ``name`` is a valid template name.
+        """
+        policy: CataloguePolicy = self.settings["policy"]
+        if len(self.request.body) > policy.max_bytes:
+            raise web.HTTPError(413, f"the body is {len(self.request.body)} bytes; at most {policy.max_bytes} "
+                                     "are accepted (the editor's max_body_bytes)")
         kind = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip()
-        text = self.request.body.decode("utf-8", "replace")
+        syntax = "yaml" if kind in _YAML_TYPES else "json"
         try:
-            value = yaml.safe_load(text) if kind in ("application/yaml", "text/yaml", "application/x-yaml") else json.loads(text)
-        except (ValueError, yaml.YAMLError) as e:
-            raise _bad(f"the body is not valid {'YAML' if 'yaml' in kind else 'JSON'}: {e}")
+            value = parse_document(self.request.body, "request body", policy, syntax)
+        except CatalogueError as e:
+            raise _bad("the body is " + "; ".join(p.message for p in e.problems))
         if isinstance(value, list) and len(value) == 1:
             value = value[0]  # a thesis-format file holding one template
         if not isinstance(value, dict):
             raise _bad("the body must be one template (a mapping)")
+        if not is_identifier(value.get("name")):
+            raise _bad("the template needs a name: letters, digits, '.', '_' or '-', at most 63 characters, "
+                       "starting with a letter or digit")
         return value
+
+    def refuse(self, editor: Editor, before: dict | None, after: dict | None, existing=()) -> None:
+        """403 listing every field ``editor`` may not change from ``before`` to ``after``
+        (``existing``: the catalogue's templates, for a creation)."""
+        reasons = editor.refusals(before, after, self.settings["course_rules"], existing)
+        if reasons:
+            raise _forbidden(Forbidden(reasons))
+
+    def authorize(self, editor: Editor):
+        """The check the store repeats under its lock, with the template as it is then."""
+        rules = self.settings["course_rules"]
+        return lambda before, after, existing: editor.refusals(before, after, rules, existing)
 
     def problems_of(self, e: CatalogueError) -> list[str]:
         """``e``'s problems as text, catalogue files named relative to the catalogue directory
@@ -137,6 +177,12 @@ def _bad(message: str, problems: list[str] = ()) -> web.HTTPError:
     return err
 
 
+def _forbidden(e: Forbidden) -> web.HTTPError:
+    err = web.HTTPError(403, "; ".join(e.reasons) + " (nothing was saved)")
+    err.extra = {"problems": e.reasons}
+    return err
+
+
 def _conflict(e: Conflict) -> web.HTTPError:
     err = web.HTTPError(409, str(e))
     err.extra = {"current_etag": e.current_etag}
@@ -167,16 +213,14 @@ class TemplatesHandler(BaseHandler):
     async def post(self):
         editor = self.editor()
         spec = self.body_template()
-        name = spec.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad("the template needs a name")
-        refusal = editor.refusal(None, spec)
-        if refusal:
-            raise web.HTTPError(403, refusal)
+        if not editor.everything:
+            self.refuse(editor, None, spec, [e.spec for e in await self.blocking(self.store.list)])
         try:
-            entry = await self.blocking(self.store.put, name, spec, None, editor.name)
+            entry = await self.blocking(self.store.put, spec["name"], spec, None, editor.name, self.authorize(editor))
         except CatalogueError as e:
             raise self.invalid(e)
+        except Forbidden as e:
+            raise _forbidden(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_status(201)
@@ -210,13 +254,13 @@ class TemplateHandler(BaseHandler):
         etag = self.if_match()
         spec = self.body_template()
         before = await self.current(name)
-        refusal = editor.refusal(before.spec, spec)
-        if refusal:
-            raise web.HTTPError(403, refusal)
+        self.refuse(editor, before.spec, spec)
         try:
-            entry = await self.blocking(self.store.put, name, spec, etag, editor.name)
+            entry = await self.blocking(self.store.put, name, spec, etag, editor.name, self.authorize(editor))
         except CatalogueError as e:
             raise self.invalid(e)
+        except Forbidden as e:
+            raise _forbidden(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_header("ETag", f'"{entry.etag}"')
@@ -227,13 +271,13 @@ class TemplateHandler(BaseHandler):
         editor = self.editor()
         etag = self.if_match()
         before = await self.current(name)
-        refusal = editor.refusal(before.spec, None)
-        if refusal:
-            raise web.HTTPError(403, refusal)
+        self.refuse(editor, before.spec, None)
         try:
-            await self.blocking(self.store.delete, name, etag, editor.name)
+            await self.blocking(self.store.delete, name, etag, editor.name, self.authorize(editor))
         except CatalogueError as e:
             raise self.invalid(e)
+        except Forbidden as e:
+            raise _forbidden(e)
         except Conflict as e:
             raise _conflict(e)
         self.set_status(204)
@@ -245,10 +289,9 @@ class ValidateHandler(BaseHandler):
     async def post(self):
         self.editor()
         spec = self.body_template()
-        name = spec.get("name")
         problems = []
         try:
-            await self.blocking(self.store.validate, {name: spec})
+            await self.blocking(self.store.validate, {spec["name"]: spec})
         except CatalogueError as e:
             problems = self.problems_of(e)
         self.finish({"valid": not problems, "problems": problems, "yaml": dump_yaml(spec)})
@@ -269,7 +312,9 @@ class PreviewHandler(BaseHandler):
         self.editor()
         group = self.get_argument("group", "").strip()
         try:
-            catalogue = await self.blocking(load_catalogue, self.settings["catalogue_paths"], locate_spawner_class)
+            catalogue = await self.blocking(
+                load_catalogue, self.settings["catalogue_paths"], self.settings["policy"], locate_spawner_class
+            )
         except CatalogueError as e:
             raise self.invalid(e)
         templates = catalogue.usable_by(user_name="", groups=[group] if group else [], admin=False)
@@ -315,6 +360,73 @@ class TemplateEditorApp(Application):
 
     threads = Integer(4, help="Threads for catalogue file reads and writes.").tag(config=True)
 
+    allowed_spawner_classes = List(
+        Unicode(),
+        list(DEFAULT_SPAWNER_CLASSES),
+        help="""Spawner classes templates may name, exactly as written in ``spawner.class``
+        (dotted paths or entry-point names). Keep it equal to the hub's
+        ``c.MultipleSpawner.allowed_spawner_classes``: a template naming any other class is
+        refused (400) before anything is imported. The default lists the classes the suite
+        supports; ``SimpleLocalProcessSpawner`` is absent on purpose (it runs notebooks as the
+        hub's Unix user).""",
+    ).tag(config=True)
+
+    allowed_configurer_classes = List(
+        Unicode(),
+        list(DEFAULT_CONFIGURER_CLASSES),
+        help="""Configurer classes templates may name in ``configurer.class``. Keep it equal to
+        the hub's ``c.MultipleSpawner.allowed_configurer_classes``.""",
+    ).tag(config=True)
+
+    max_body_bytes = Integer(
+        DEFAULT_MAX_BYTES,
+        help="""Largest request body (a template) and catalogue file the editor reads, in bytes.
+        Larger bodies get 413, larger files a catalogue problem.""",
+    ).tag(config=True)
+
+    @validate("max_body_bytes")
+    def _positive(self, proposal):
+        if proposal["value"] < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        return proposal["value"]
+
+    course_editor_max_resources = Dict(
+        {"cpu": 4, "memory_mb": 4096, "gpus": 0},
+        help="""The largest resource bounds (default, min and max) a course editor (a holder of
+        ``custom:templates:edit!group=...`` only) may set, by resource: ``cpu`` (cores),
+        ``memory_mb`` (MiB), ``gpus``. A resource not listed cannot be set by course editors.""",
+    ).tag(config=True)
+
+    course_editor_max_lifetime_minutes = Float(
+        720,
+        help="The longest session lifetime (default, min and max, in minutes) a course editor may set.",
+    ).tag(config=True)
+
+    course_editor_images = List(
+        Unicode(),
+        help="""Images a course editor may put in a template's ``spawner.kwargs.image``
+        (container templates). Empty: course editors cannot change images.""",
+    ).tag(config=True)
+
+    course_editor_environment_pattern = Unicode(
+        r"COURSE_[A-Z0-9_]+",
+        help="""Regular expression (matched against the whole name) for the environment variables
+        a course editor may add, change or remove in a template's ``environment``.""",
+    ).tag(config=True)
+
+    @validate("course_editor_environment_pattern")
+    def _regex(self, proposal):
+        re.compile(proposal["value"])  # a bad pattern stops the service at start, not a request
+        return proposal["value"]
+
+
+    shutdown_timeout = Float(
+        2.0,
+        help="""Seconds the open connections get to close after SIGTERM or SIGINT (requests in
+        flight are cut off after that); then the service exits. The hub waits for its managed
+        services when it stops, so this bounds how long a hub restart waits for the editor.""",
+    ).tag(config=True)
+
     aliases = {
         "catalogue-dir": "TemplateEditorApp.catalogue_dir",
         "extra-path": "TemplateEditorApp.extra_paths",
@@ -327,7 +439,9 @@ class TemplateEditorApp(Application):
             raise SystemExit("--catalogue-dir is required")
         prefix = self.prefix
         api = url_path_join(prefix, "api/")
-        store = TemplateStore(self.catalogue_dir, self.extra_paths)
+        policy = CataloguePolicy(frozenset(self.allowed_spawner_classes),
+                                 frozenset(self.allowed_configurer_classes), self.max_body_bytes)
+        store = TemplateStore(self.catalogue_dir, self.extra_paths, policy)
         hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
         return web.Application(
             [
@@ -344,6 +458,9 @@ class TemplateEditorApp(Application):
             static_path=str(HERE / "static"),
             static_url_prefix=url_path_join(prefix, "static/"),
             store=store,
+            policy=policy,
+            course_rules=CourseRules(dict(self.course_editor_max_resources), self.course_editor_max_lifetime_minutes,
+                                     tuple(self.course_editor_images), self.course_editor_environment_pattern),
             catalogue_paths=[self.catalogue_dir, *self.extra_paths],
             executor=ThreadPoolExecutor(self.threads, thread_name_prefix="template-editor"),
             prefix=prefix,
@@ -352,11 +469,36 @@ class TemplateEditorApp(Application):
         )
 
     def start(self):
+        """Serve until SIGTERM or SIGINT, then stop promptly (see :meth:`_stop`)."""
         app = self.make_app()
-        server = httpserver.HTTPServer(app, xheaders=True)
+        # bodies up to twice the limit reach the handler and get a 413 with a message; larger
+        # ones are cut off by tornado with a bare 400
+        server = httpserver.HTTPServer(app, xheaders=True, max_body_size=2 * self.max_body_bytes)
         server.listen(self.port, self.ip)
         self.log.info("Template editor for %s on http://%s:%s%s", self.catalogue_dir, self.ip, self.port, self.prefix)
-        ioloop.IOLoop.current().start()
+        loop = ioloop.IOLoop.current()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # installed explicitly: a service started by a hub that was itself started in the
+            # background inherits SIGINT *ignored*, and the hub's first signal is SIGINT
+            loop.asyncio_loop.add_signal_handler(
+                signum, lambda signum=signum: asyncio.ensure_future(self._stop(signum, server, app, loop))
+            )
+        loop.start()
+        # Stopped: what is left is the interpreter's exit, whose final garbage collection of
+        # this large heap took seconds on a busy host. The memory goes with the process.
+        gc.freeze()
+
+    async def _stop(self, signum: int, server: httpserver.HTTPServer, app: web.Application, loop) -> None:
+        """Stop listening, close the open connections (idle keep-alive ones at once; waits at
+        most ``shutdown_timeout``), let the file threads finish what they hold, end the loop."""
+        self.log.info("Received %s, stopping", signal.Signals(signum).name)
+        server.stop()
+        try:
+            await asyncio.wait_for(server.close_all_connections(), self.shutdown_timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("Requests still open after %ss are cut off", self.shutdown_timeout)
+        app.settings["executor"].shutdown(wait=False, cancel_futures=True)
+        loop.stop()
 
 
 main = TemplateEditorApp.launch_instance

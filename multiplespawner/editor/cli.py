@@ -24,10 +24,17 @@ import sys
 import urllib.parse
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-from ..catalogue import CatalogueError, parse_document
-from .store import Conflict, NotFound, TemplateStore, dump_yaml, etag_of
+from ..catalogue import (
+    DEFAULT_CONFIGURER_CLASSES,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SPAWNER_CLASSES,
+    CatalogueError,
+    CataloguePolicy,
+    is_identifier,
+    parse_document,
+)
+from .store import Conflict, Forbidden, NotFound, TemplateStore, dump_yaml, etag_of
 
 
 class Refused(Exception):
@@ -42,8 +49,8 @@ class Refused(Exception):
 class DirectoryBackend:
     """Templates in a catalogue directory, changed through :class:`TemplateStore`."""
 
-    def __init__(self, directory: str, actor: str):
-        self.store = TemplateStore(directory)
+    def __init__(self, directory: str, actor: str, policy: CataloguePolicy):
+        self.store = TemplateStore(directory, policy=policy)
         self.actor = actor
 
     def list(self) -> list[dict]:
@@ -68,8 +75,8 @@ class DirectoryBackend:
             self.store.put(spec["name"], spec, etag, self.actor)
         except CatalogueError as e:
             raise Refused("invalid template", e.problems)
-        except Conflict as e:
-            raise Refused(str(e), conflict=True)
+        except (Conflict, Forbidden) as e:
+            raise Refused(str(e), conflict=isinstance(e, Conflict))
 
 
 class ServiceBackend:
@@ -134,18 +141,25 @@ def etag_comment(name: str, etag: str) -> str:
     return f"# etag {name}: {etag}  (apply refuses this file if {name} changed since)\n"
 
 
-def read_templates(path: str) -> tuple[list[dict], dict[str, str]]:
+def read_templates(path: str, policy: CataloguePolicy) -> tuple[list[dict], dict[str, str]]:
     """The templates in FILE (one, a list, or a combined document) and the versions they were
-    based on (``{name: etag}`` from ``# etag NAME: ETAG`` comment lines; YAML only)."""
-    text = Path(path).read_text()
-    document = parse_document(text, path)
+    based on (``{name: etag}`` from ``# etag NAME: ETAG`` comment lines; YAML only).
+
+    Parsed as the catalogue is (size, depth, no YAML aliases); raises OSError if FILE cannot
+    be read, CatalogueError or Refused if it is not templates, never another parsing error.
+    """
+    with open(path, "rb") as f:
+        data = f.read(policy.max_bytes + 1)
+    document = parse_document(data, path, policy)
     if isinstance(document, dict) and "templates" in document:
         document = document["templates"]
     if isinstance(document, dict):
         document = [document]
-    if not isinstance(document, list) or not all(isinstance(t, dict) and t.get("name") for t in document):
-        raise Refused(f"{path}: expected one template, a list of templates or {{templates: [...]}}")
-    return document, dict(_ETAG_LINE.findall(text))
+    if not isinstance(document, list) or not all(isinstance(t, dict) and is_identifier(t.get("name"))
+                                                 for t in document):
+        raise Refused(f"{path}: expected one template, a list of templates or {{templates: [...]}}, "
+                      "each with a valid name")
+    return document, dict(_ETAG_LINE.findall(data.decode()))  # parsed above: UTF-8, bounded
 
 
 def _diff(name: str, old: dict | None, new: dict) -> str:
@@ -155,7 +169,7 @@ def _diff(name: str, old: dict | None, new: dict) -> str:
     ))
 
 
-def run(args, backend, out) -> int:
+def run(args, backend, out, policy: CataloguePolicy) -> int:
     if args.command == "list":
         for t in backend.list():
             spec = t["spec"]
@@ -170,7 +184,7 @@ def run(args, backend, out) -> int:
             return 1
         print(etag_comment(t["name"], t["etag"]) + dump_yaml(t["spec"]), end="", file=out)
         return 0
-    templates, based_on = read_templates(args.file)
+    templates, based_on = read_templates(args.file, policy)
     if args.command == "validate":
         bad = 0
         for spec in templates:
@@ -228,6 +242,13 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--catalogue-dir", help="work on this catalogue directory directly")
     p.add_argument("--actor", default=os.environ.get("USER", "cli"),
                    help="name recorded in the history for direct edits (default: $USER)")
+    p.add_argument("--allowed-spawner-class", action="append", metavar="CLASS",
+                   help="with --catalogue-dir: a spawner class templates may name (repeat; default: the "
+                        "classes the suite supports, as c.MultipleSpawner.allowed_spawner_classes)")
+    p.add_argument("--allowed-configurer-class", action="append", metavar="CLASS",
+                   help="with --catalogue-dir: a configurer class templates may name (repeat; default: ansible)")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help=f"largest template file or catalogue file read, in bytes (default {DEFAULT_MAX_BYTES})")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list templates")
     show = sub.add_parser("show", help="print one template as YAML")
@@ -241,6 +262,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    policy = CataloguePolicy(frozenset(args.allowed_spawner_class or DEFAULT_SPAWNER_CLASSES),
+                             frozenset(args.allowed_configurer_class or DEFAULT_CONFIGURER_CLASSES),
+                             max(args.max_bytes, 1024))
     try:
         if args.url:
             token = os.environ.get("JUPYTERHUB_API_TOKEN")
@@ -249,8 +273,8 @@ def main(argv=None) -> int:
                 return 2
             backend = ServiceBackend(args.url, token)
         else:
-            backend = DirectoryBackend(args.catalogue_dir, args.actor)
-        return run(args, backend, sys.stdout)
+            backend = DirectoryBackend(args.catalogue_dir, args.actor, policy)
+        return run(args, backend, sys.stdout, policy)
     except Refused as e:
         print(f"error: {e}", file=sys.stderr)
         for p in e.problems:
@@ -261,6 +285,9 @@ def main(argv=None) -> int:
         return 1
     except (OSError, urllib.error.URLError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # the service answered something that is not JSON
+        print(f"error: unexpected answer from the service: {e}", file=sys.stderr)
         return 2
 
 

@@ -4,12 +4,17 @@ The catalogue files stay the source of truth: the store edits the file a templat
 (any catalogue file of the directory, in any of the accepted layouts) and puts new templates
 in ``<directory>/<name>.yaml``. Every write
 
-* happens under an exclusive ``flock`` on ``<directory>/.catalogue.lock``, so the editor
-  service and the command-line tool can write at the same time without losing an edit;
-* is checked against the caller's ETag (a hash of the template as last read); a template that
-  changed meanwhile raises :class:`Conflict` instead of being overwritten;
-* validates the whole resulting catalogue (schema and cross-file checks) before anything is
-  written, and raises :class:`~multiplespawner.catalogue.CatalogueError` if it is invalid;
+* validates the whole resulting catalogue (schema, cross-file checks and the operator's
+  :class:`~multiplespawner.catalogue.CataloguePolicy`) *before* taking the lock, and raises
+  :class:`~multiplespawner.catalogue.CatalogueError` if it is invalid: validation may be slow
+  and must not hold up other writers;
+* then happens under an exclusive ``flock`` on ``<directory>/.catalogue.lock``, so the editor
+  service and the command-line tool can write at the same time without losing an edit. Under
+  the lock the files are read again: if they changed since validation, the change is
+  validated again (a few times, then :class:`Conflict`);
+* is checked, under the lock, against the caller's ETag (a hash of the template as last read)
+  and the caller's ``authorize`` callback; a template that changed meanwhile raises
+  :class:`Conflict` instead of being overwritten, a refusal :class:`Forbidden`;
 * replaces the file atomically (temp file in the same directory, fsync, rename), so the
   spawner's hot reload sees the old file or the new one, never half a file;
 * appends who/when/what (with a unified diff) to ``<directory>/.history.jsonl``.
@@ -33,12 +38,15 @@ from pathlib import Path
 import yaml
 
 from ..catalogue import (
+    DEFAULT_POLICY,
     CatalogueError,
+    CataloguePolicy,
     Problem,
     build_catalogue,
     catalogue_files,
     document_kind,
-    parse_document,
+    is_identifier,
+    read_document,
     validate_document,
 )
 from ..classes import locate_spawner_class
@@ -59,6 +67,18 @@ class Conflict(Exception):
 
 class NotFound(KeyError):
     """No template of that name."""
+
+
+class Forbidden(Exception):
+    """The caller's ``authorize`` callback refused the change; ``reasons`` says why."""
+
+    def __init__(self, reasons: list[str]):
+        self.reasons = list(reasons)
+        super().__init__("; ".join(self.reasons))
+
+
+#: How often a write validates again when the files changed between validation and the lock.
+WRITE_ATTEMPTS = 3
 
 
 def etag_of(spec: dict) -> str:
@@ -87,7 +107,13 @@ class Entry:
 @dataclass
 class _File:
     path: Path
-    document: object  # parsed content, as it is in the file
+    document: object  # parsed content, as it is in the file (None if it does not parse)
+    error: CatalogueError | None = None  # why it does not parse
+
+
+def _snapshot(files: list[_File]) -> list[tuple]:
+    """What must not change between validation and writing."""
+    return [(f.path, f.document, str(f.error)) for f in files]
 
 
 class TemplateStore:
@@ -97,17 +123,23 @@ class TemplateStore:
     deployments file kept elsewhere): they take part in validation but are never written.
     """
 
-    def __init__(self, directory: str | os.PathLike, extra_paths=()):
+    def __init__(self, directory: str | os.PathLike, extra_paths=(), policy: CataloguePolicy = DEFAULT_POLICY):
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise FileNotFoundError(f"catalogue directory {self.directory} does not exist")
         self.extra_paths = [Path(p) for p in extra_paths]
+        self.policy = policy
 
     # ---- reading -----------------------------------------------------------------------
     def _files(self) -> list[_File]:
+        """The directory's catalogue files, parsed (bounded); a file that does not parse is
+        kept with its error, so listing works and every write reports it."""
         files = []
         for path in catalogue_files([self.directory]):
-            files.append(_File(path, parse_document(path.read_text(), str(path))))
+            try:
+                files.append(_File(path, read_document(path, self.policy)))
+            except CatalogueError as e:
+                files.append(_File(path, None, e))
         return files
 
     @staticmethod
@@ -137,44 +169,34 @@ class TemplateStore:
             raise NotFound(name)
         return entry
 
-    def validate(self, changes: dict[str, dict | None], files: list[_File] | None = None) -> None:
+    def validate(self, changes: dict[str, dict | None]) -> None:
         """Raise CatalogueError if applying ``changes`` ({name: spec or None to delete}) would
         leave an invalid catalogue. Writes nothing."""
-        self._check(self._apply(self._files() if files is None else files, changes))
+        self._check(self._apply(self._files(), changes))
 
     # ---- writing -----------------------------------------------------------------------
-    def put(self, name: str, spec: dict, if_match: str | None, actor: str) -> Entry:
+    def put(self, name: str, spec: dict, if_match: str | None, actor: str, authorize=None) -> Entry:
         """Create (``if_match`` None) or replace (``if_match`` = the ETag read) template ``name``.
 
-        Raises Conflict, CatalogueError (nothing written) or ValueError for a name mismatch.
+        ``authorize(current_spec_or_None, spec, all_specs)`` returns the reasons to refuse the
+        change (empty: allowed); it is called under the lock with the templates as they are
+        then. Raises
+        Conflict, Forbidden or CatalogueError (also for a name mismatch); nothing is written
+        then.
         """
         if not isinstance(spec, dict):
-            raise CatalogueError([Problem(name, "/", "a template must be a mapping")])
+            raise CatalogueError([Problem(str(name), "/", "a template must be a mapping")])
+        if not is_identifier(name):
+            raise CatalogueError([Problem(repr(name), "/name", "a template name is letters, digits, '.', '_' "
+                                          "or '-' (at most 63, starting with a letter or digit)")])
         if spec.get("name") != name:
-            raise CatalogueError([Problem(name, "/name", f"must be {name!r} (the template being saved)")])
-        with self._locked():
-            files = self._files()
-            current = self._entries(files).get(name)
-            if (current.etag if current else None) != if_match:
-                raise Conflict(name, current.etag if current else None)
-            changed = self._apply(files, {name: spec})
-            self._check(changed)
-            self._write_changed(files, changed)
-            entry = self._entries(changed)[name]
-            self._record("update" if current else "create", name, actor, current, entry)
-            return entry
+            raise CatalogueError([Problem(str(name), "/name", f"must be {name!r} (the template being saved)")])
+        return self._write(name, spec, if_match, actor, authorize)
 
-    def delete(self, name: str, if_match: str, actor: str) -> None:
-        """Remove template ``name`` if it is still at version ``if_match``."""
-        with self._locked():
-            files = self._files()
-            current = self._entries(files).get(name)
-            if current is None or current.etag != if_match:
-                raise Conflict(name, current.etag if current else None)
-            changed = self._apply(files, {name: None})
-            self._check(changed)
-            self._write_changed(files, changed)
-            self._record("delete", name, actor, current, None)
+    def delete(self, name: str, if_match: str, actor: str, authorize=None) -> None:
+        """Remove template ``name`` if it is still at version ``if_match`` (and ``authorize``,
+        called under the lock as for :meth:`put`, has no reasons against it)."""
+        self._write(name, None, if_match, actor, authorize)
 
     def history(self, name: str | None = None, limit: int = 100) -> list[dict]:
         """The newest ``limit`` changes (of template ``name``, if given), newest first."""
@@ -189,6 +211,40 @@ class TemplateStore:
         return records[::-1][:limit]
 
     # ---- internals ---------------------------------------------------------------------
+    def _write(self, name: str, spec: dict | None, if_match: str | None, actor: str, authorize) -> Entry | None:
+        """Set template ``name`` to ``spec`` (None: delete): validate without the lock, then
+        under it re-read the files, re-check version and permission, write and record."""
+        for _ in range(WRITE_ATTEMPTS):
+            files = self._files()
+            self._precondition(files, name, spec, if_match, authorize)
+            changed = self._apply(files, {name: spec})
+            self._check(changed)
+            with self._locked():
+                if _snapshot(self._files()) != _snapshot(files):
+                    continue  # someone wrote meanwhile: validate the new state again
+                current = self._precondition(files, name, spec, if_match, authorize)
+                self._write_changed(files, changed)
+                after = None if spec is None else self._entries(changed)[name]
+                action = "delete" if spec is None else "update" if current else "create"
+                self._record(action, name, actor, current, after)
+                return after
+        current = self._entries(self._files()).get(name)
+        raise Conflict(name, current.etag if current else None)
+
+    def _precondition(self, files: list[_File], name: str, spec: dict | None, if_match: str | None,
+                      authorize) -> Entry | None:
+        """The current entry of ``name`` if the caller may change it; else Conflict/Forbidden."""
+        current = self._entries(files).get(name)
+        etag = current.etag if current else None
+        if etag != if_match or (spec is None and current is None):
+            raise Conflict(name, etag)
+        if authorize is not None:
+            reasons = authorize(current.spec if current else None, spec,
+                                [e.spec for e in self._entries(files).values()])
+            if reasons:
+                raise Forbidden(reasons)
+        return current
+
     @contextmanager
     def _locked(self):
         with open(self.directory / LOCK_FILE, "a") as lock:
@@ -200,7 +256,7 @@ class TemplateStore:
 
     def _apply(self, files: list[_File], changes: dict[str, dict | None]) -> list[_File]:
         """New file contents with ``changes`` applied (inputs untouched)."""
-        result = [_File(f.path, json.loads(json.dumps(f.document))) for f in files]
+        result = [_File(f.path, json.loads(json.dumps(f.document)), f.error) for f in files]
         pending = dict(changes)
         for f in result:
             templates = self._templates_of(f.document)
@@ -222,17 +278,19 @@ class TemplateStore:
         documents, problems = [], []
         for f in files:
             try:
+                if f.error is not None:
+                    raise f.error
                 documents.append(validate_document(f.document, str(f.path)))
             except CatalogueError as e:
                 problems += e.problems
         for path in catalogue_files(self.extra_paths):
             try:
-                documents.append(validate_document(parse_document(path.read_text(), str(path)), str(path)))
+                documents.append(validate_document(read_document(path, self.policy), str(path)))
             except CatalogueError as e:
                 problems += e.problems
         if problems:
             raise CatalogueError(problems)
-        build_catalogue(documents, locate_spawner_class)  # the hub imports the classes
+        build_catalogue(documents, self.policy, check_class=locate_spawner_class)  # the hub imports the classes
 
     def _write_changed(self, before: list[_File], after: list[_File]) -> None:
         old = {f.path: f.document for f in before}

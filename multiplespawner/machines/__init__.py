@@ -9,6 +9,7 @@ configurers (``multiplespawner.configurers``) stand beside this package.
 
 from .lifecycle import (
     DEFAULT_NOTEBOOK_ENV,
+    MACHINE_RESOURCE_TYPES,
     MachineLease,
     lease_for,
     lease_from_record,
@@ -18,5 +19,5 @@ from .pool import POOL, PoolFullError
 from .reaper import reap_once
 from .settings import MachineOrchestrator
 
-__all__ = ["DEFAULT_NOTEBOOK_ENV", "MachineLease", "MachineOrchestrator", "POOL", "PoolFullError",
+__all__ = ["DEFAULT_NOTEBOOK_ENV", "MACHINE_RESOURCE_TYPES", "MachineLease", "MachineOrchestrator", "POOL", "PoolFullError",
            "lease_for", "lease_from_record", "lease_record", "reap_once"]

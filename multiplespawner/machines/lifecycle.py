@@ -4,7 +4,8 @@ Templates of resource type ``bare_metal`` and ``virtual_machine`` run their note
 machine the hub reaches over SSH. For one server, :class:`MachineLease` does, in order:
 
 1. **create** - ``bare_metal``: claim a host of the deployment's pool that has capacity left
-   (``hosts: [{address, port, username, host_key, capacity}]``); ``virtual_machine``: make a
+   (``hosts: [{address, port, username, host_key, capacity}]``, else the operator's
+   ``c.MachineOrchestrator.pool_hosts`` for that deployment); ``virtual_machine``: make a
    per-server SSH credential (:mod:`.credentials`) and ``provider.create`` a machine from the
    deployment, the chosen resources and that credential, labelled with hub id, user and server;
 2. **wait** - ``provider.wait_ready``: sshd answers with the pinned host key (pool hosts are not
@@ -60,6 +61,7 @@ from ..children import adapter_for
 from ..errors import SpawnError, SpawnException, failed
 from ..providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from ..providers.identity import HUB_LABEL
+from ..providers.registry import available, provider_class
 from .credentials import ServerCredentials
 from .pool import (
     POOL,
@@ -161,6 +163,12 @@ class MachineLease:
         return self.spawner.log
 
     @property
+    def hosts(self) -> list[dict]:
+        """A pool's hosts: the deployment's own ``hosts``, else the operator's
+        ``c.MachineOrchestrator.pool_hosts`` for the deployment's name; empty if neither has any."""
+        return self.deployment.get("hosts") or self.orchestrator.pool_hosts.get(self.deployment["name"], [])
+
+    @property
     def held(self) -> bool:
         """True while a machine, claim or credentials may exist for this server."""
         return bool(self.state)
@@ -178,6 +186,8 @@ class MachineLease:
     def check(self, child_class: type) -> None:
         """Refuse a template this path cannot run (a 500 :func:`~multiplespawner.errors.failed` naming the problem)."""
         name = self.template_spec["name"]
+        if self.kind != POOL:
+            self._check_provider()
         if not adapter_for(child_class).runs_on_machines:
             raise failed(
                 f"Template {name!r}: {self.template_spec['resource_type']} templates "
@@ -196,8 +206,36 @@ class MachineLease:
                 "key for them: set c.MachineOrchestrator.pool_admin_key_file.",
                 "template_error",
             )
-        if self.kind == POOL and not self.deployment.get("hosts"):
-            raise failed(f"Deployment {self.deployment['name']!r} lists no hosts.", "template_error")
+        if self.kind == POOL and not self.hosts:
+            deployment = self.deployment["name"]
+            raise failed(
+                f"Deployment {deployment!r} lists no hosts, and the hub has none for it: set "
+                f'c.MachineOrchestrator.pool_hosts = {{"{deployment}": [{{"address": ..., "host_key": ...}}]}} '
+                "or list hosts in the deployment.",
+                "template_error",
+            )
+
+    def _check_provider(self) -> None:
+        """Refuse (400, nothing made) a deployment whose provider this hub cannot load, naming
+        the provider, the providers the hub has and what to configure."""
+        provider, deployment = self.deployment["provider"], self.deployment["name"]
+        try:
+            provider_class(provider)
+        except LookupError:
+            why = f"this hub has no machine provider {provider!r}"
+        except (ImportError, TypeError) as e:
+            why = f"machine provider {provider!r} cannot be loaded ({e})"
+        else:
+            return
+        raise SpawnError(
+            f"Template {self.template_spec['name']!r} cannot be used here: its deployment "
+            f"{deployment!r} asks for a machine from provider {provider!r}, but {why}. Machine "
+            f"providers this hub has: {', '.join(available())}. The operator can point the deployment "
+            "at one of them (its options in c.MachineOrchestrator.provider_options) or install a "
+            f"package that registers {provider!r} in the entry point group multiplespawner.providers; "
+            "until then choose another template.",
+            reason="template_error", status_code=400,
+        )
 
     async def claim_pool_host(self) -> None:
         """Claim a pool host with capacity left (called before anything starts).
@@ -205,7 +243,7 @@ class MachineLease:
         Raises :class:`PoolFullError` (503, reason ``capacity``) saying that the pool is full:
         the spawn is refused at once.
         """
-        host = await claim_host(self.spawner, self.deployment)
+        host = await claim_host(self.spawner, self.deployment["name"], self.hosts)
         host_id = pool_host_id(host)
         self.state = {
             "kind": POOL,

@@ -77,22 +77,23 @@ def pool_usage(spawner, deployment: str, exclude: str = "") -> dict[str, set]:
     return usage
 
 
-async def claim_host(spawner, deployment: dict) -> dict:
-    """Claim a host of pool ``deployment`` with capacity left for ``spawner``'s server; return it.
+async def claim_host(spawner, deployment: str, hosts: list[dict]) -> dict:
+    """Claim one of ``hosts`` (pool ``deployment``'s) with capacity left for ``spawner``'s
+    server; return it.
 
     Raises :class:`PoolFullError` (503) if every host is at capacity.
     """
     who = owner(spawner)
     async with _CLAIMS_LOCK:
-        usage = pool_usage(spawner, deployment["name"], exclude=who)
-        for host in deployment["hosts"]:
+        usage = pool_usage(spawner, deployment, exclude=who)
+        for host in hosts:
             host_id = pool_host_id(host)
             if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
-                _CLAIMS[who] = (deployment["name"], host_id)
+                _CLAIMS[who] = (deployment, host_id)
                 return host
-        total = sum(int(h.get("capacity", 1)) for h in deployment["hosts"])
+        total = sum(int(h.get("capacity", 1)) for h in hosts)
         raise PoolFullError(
-            f"All {len(deployment['hosts'])} hosts of {deployment['name']!r} are in "
+            f"All {len(hosts)} hosts of {deployment!r} are in "
             f"use ({total} servers at most); try again later or choose another template."
         )
 

@@ -7,9 +7,10 @@ import json
 import os
 import socket
 
-from traitlets import Dict, Float, Unicode, default
+from traitlets import Dict, Float, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from ..catalogue import is_identifier, pool_hosts_problems
 from ..providers.registry import make_provider
 from .credentials import CredentialStore
 
@@ -52,6 +53,29 @@ class MachineOrchestrator(LoggingConfigurable):
         has a configurer. That account must exist on every such host with this key authorised
         and passwordless sudo. Empty: bare_metal templates with a configurer are refused.""",
     ).tag(config=True)
+
+    pool_hosts = Dict(
+        key_trait=Unicode(),
+        help="""Hosts of bare_metal pools, by deployment name, for deployments that list no
+        `hosts` themselves, e.g. {"local_machine": [{"address": "node1.example.org", "port": 22,
+        "host_key": "ssh-ed25519 AAAA...", "capacity": 4}]}. Each host is written as in a
+        deployment's `hosts` (address and host_key; optional port, username, capacity) and checked
+        against the same schema. A deployment that lists hosts itself uses those and not these.
+        This keeps addresses and host keys in the operator's configuration, and gives hosts to
+        catalogues that name a pool without them (the original MultipleSpawner's
+        {"name": "local_machine", "provider": "local"}).""",
+    ).tag(config=True)
+
+    @validate("pool_hosts")
+    def _validate_pool_hosts(self, proposal):
+        problems = []
+        for name, hosts in proposal.value.items():
+            if not is_identifier(name):
+                problems.append(f"{name!r} is not a deployment name")
+            problems += [f"{name}{problem}" for problem in pool_hosts_problems(hosts)]
+        if problems:
+            raise TraitError("c.MachineOrchestrator.pool_hosts: " + "; ".join(problems))
+        return proposal.value
 
     ready_timeout = Float(
         300,

@@ -48,7 +48,7 @@ def _key_archive(host_key_private: str, authorized_key: str) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, text, mode in (
             ("ssh_host_ed25519_key", host_key_private.strip() + "\n", 0o600),
-            ("authorized_keys", authorized_key.strip() + "\n", 0o644),
+            ("authorized_keys", authorized_key.strip() + "\n", 0o600),  # read by root only
         ):
             data = text.encode()
             info = tarfile.TarInfo(name)

@@ -12,6 +12,8 @@ A libvirt deployment in the catalogue::
 
 What :meth:`LibvirtProvider.create` makes for machine ``NAME``, and :meth:`destroy` removes:
 
+* ``<storage_dir>/NAME/`` (0711: QEMU's user must reach the files in it, nobody may list it)
+  holding only files of mode 0600 (libvirt hands them to QEMU's user while the guest runs):
 * ``<storage_dir>/NAME/overlay.qcow2``: a copy-on-write overlay whose backing file is the
   image's disk, so the image is shared and never written;
 * ``<storage_dir>/NAME/seed.iso``: a cloud-init NoCloud seed (volume label ``cidata``) with the
@@ -56,7 +58,7 @@ from .identity import HUB_LABEL, check_labels, cloud_init_user_data, public_host
 #: XML namespace of the provider's ``<metadata>`` element in the domain
 METADATA_NS = "https://jupyterhub-multiplespawner.readthedocs.io/xmlns/libvirt-machine/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 _MIN_MEMORY_MB = 256
 # image directory layout (see images/vm/build.py)
 _DISK, _KERNEL, _INITRD, _MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
@@ -180,10 +182,15 @@ class LibvirtProvider(Provider):
                           labels=dict(spec.labels))
         domain = None
         try:
+            overlay = directory / "overlay.qcow2"
+            _create_private(overlay)  # the guest's disk: its users' files
             _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image / _DISK),
-                  str(directory / "overlay.qcow2"), *_overlay_size(spec.deployment, image / _DISK)])
+                  str(overlay), *_overlay_size(spec.deployment, image / _DISK)])
             seed = directory / "seed.iso"
             _make_seed(seed, spec, host_key_public)
+            # the serial console shows boot output (host key fingerprints, cloud-init): made
+            # owner-only before QEMU appends to it (libvirt hands it to QEMU's user)
+            _create_private(directory / "console.log")
             xml = _domain_xml(spec, machine, image, directory, vcpus, memory_mb)
             domain = conn.defineXML(xml)
             domain.create()
@@ -303,6 +310,15 @@ def _run(argv) -> None:
         raise ProviderError(f"{argv[0]} failed: {(result.stderr or result.stdout).strip()[-500:]}")
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (it must not exist yet).
+
+    ``qemu-img create`` and ``genisoimage`` write into an existing file and keep its mode, so
+    the file is never readable by other users, whatever the umask.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 def _make_seed(path: Path, spec: MachineSpec, host_key_public: str) -> None:
     """Write the NoCloud seed ISO (mode 0600: it holds the private host key)."""
     user_data = cloud_init_user_data(spec.ssh_user, spec.authorized_key, spec.host_key_private,
@@ -312,7 +328,7 @@ def _make_seed(path: Path, spec: MachineSpec, host_key_public: str) -> None:
     with tempfile.TemporaryDirectory(prefix="seed-", dir=path.parent) as tmp:
         (Path(tmp) / "user-data").write_text(user_data)
         (Path(tmp) / "meta-data").write_text(yaml.safe_dump(meta_data))
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # genisoimage keeps the mode
+        _create_private(path)
         _run(["genisoimage", "-quiet", "-output", str(path), "-volid", "cidata",
               "-joliet", "-rock", f"{tmp}/user-data", f"{tmp}/meta-data"])
 

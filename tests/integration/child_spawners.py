@@ -1,7 +1,7 @@
 """Small real child spawners for MultipleSpawner's hub tests; the hub imports them by dotted path.
 
 A template names them as ``spawner.class: tests.integration.child_spawners.<Name>``; the hub
-must be started with :data:`HUB_ENV` so that ``tests`` is importable in the hub process (the
+must allow them (:data:`ALLOWED_SPAWNER_CLASSES`) and be started with :data:`HUB_ENV` so that ``tests`` is importable in the hub process (the
 catalogue checks that the class imports, so a missing path is a catalogue error, not a pass).
 """
 
@@ -12,10 +12,15 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner, Spawner
 from traitlets import Float, Unicode
 
+from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
+
 REPO = Path(__file__).resolve().parents[2]
 #: Environment for ``hub_factory(..., env=HUB_ENV)``.
 HUB_ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
 PREFIX = "tests.integration.child_spawners."
+#: ``c.MultipleSpawner.allowed_spawner_classes`` for hubs whose templates name these classes
+ALLOWED_SPAWNER_CLASSES = [*DEFAULT_SPAWNER_CLASSES,
+                           *(PREFIX + name for name in ("ProgressSpawner", "MarkerSpawner", "StuckSpawner"))]
 
 
 class ProgressSpawner(LocalProcessSpawner):

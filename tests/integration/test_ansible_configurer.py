@@ -27,10 +27,11 @@ VENV = "/opt/jupyterhub-notebook"
 
 @pytest.fixture(scope="module")
 def notebook_wheels():
-    """Wheels of the hub's jupyterhub and jupyterlab versions, downloaded once on the host."""
-    from images.build import notebook_requirements, wheelhouse
+    """Wheels of the hub's jupyterhub and jupyterlab versions for the machine image's exact
+    Python, downloaded once on the host."""
+    from images.build import BASE_RECIPE, DEBIAN_PYTHON, notebook_requirements, wheelhouse
 
-    return wheelhouse(notebook_requirements())
+    return wheelhouse(notebook_requirements(), DEBIAN_PYTHON[BASE_RECIPE["suite"]])
 
 
 class MachineUnderTest:
@@ -114,6 +115,27 @@ def configurer(notebook_wheels, tmp_path):
 
 
 VARIABLES = {"notebook_user_name": NOTEBOOK_USER, "notebook_user_uid": 1234}
+
+
+async def test_wheels_for_another_python_are_refused_before_anything_changes(machine, tmp_path):
+    """A wheel directory recorded for another patch release of Python than the machine's: the
+    playbook's first check stops the run with both versions named, and no venv is made."""
+    machine_python = machine.sh("/usr/bin/python3 -c 'import platform; print(platform.python_version())'").strip()
+    major, minor, patch = machine_python.split(".")
+    other = f"{major}.{minor}.{int(patch) + 5}"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "placeholder-1-py3-none-any.whl").write_bytes(b"never installed")
+    (wheels / "python-version").write_text(other + "\n")
+    messages = []
+    configurer = AnsibleConfigurer(wheel_dir=str(wheels), work_dir=str(tmp_path / "runs"), timeout=600)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ConfigurerError) as failure:
+        await configurer.configure(machine.machine, machine.credentials, VARIABLES, messages.append)
+    assert f"Python {machine_python}, the wheels are for Python {other}" in str(failure.value)
+    assert "TASK [Compare it with the wheels' Python version] failed" in messages
+    assert not any("Create the notebook environment" in m for m in messages)
+    machine.sh(f"test ! -e {VENV} && test -z \"$(ls -A /var/tmp)\"")
 
 
 async def test_configure_prepares_the_machine(machine, configurer, tmp_path):
@@ -226,7 +248,8 @@ async def test_bad_variable_names_the_failed_task(machine, configurer):
             {**VARIABLES, "notebook_env_path": "/opt/other-env", "notebook_env_python": "/nonexistent/python3"},
         )
     message = str(info.value)
-    assert "task 'Create the notebook environment'" in message
+    # with wheels, the first task to need that Python is the check of its version
+    assert "task 'Check that the machine's Python runs'" in message
     assert f"{machine.machine.host}:{machine.machine.port}" in message
     assert "/nonexistent/python3" in message
 

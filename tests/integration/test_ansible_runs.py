@@ -91,3 +91,48 @@ async def test_machine_that_does_not_answer(tmp_path, credentials):
     assert "Connection refused" in message
     assert messages == ["TASK [Create the notebook environment] unreachable"]
     assert list(work.iterdir()) == []
+
+
+async def test_variables_are_data_never_templates(tmp_path, credentials):
+    """A server name or user name substituted into a template's options may carry Jinja; the
+    playbook receives it literally (Ansible does not run the lookup), and no variable appears on
+    any process's command line."""
+    marker = tmp_path / "lookup-ran"
+    out = tmp_path / "out.txt"
+    probe = "{{ lookup('pipe', 'touch " + str(marker) + "') }}{% if true %}x{% endif %}"
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "echo.yml").write_text(
+        "- name: Write a variable\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  vars:\n"
+        "    ansible_connection: local\n"
+        "  tasks:\n"
+        "    - name: Write the probe\n"
+        f"      ansible.builtin.copy: {{content: '{{{{ probe }}}}|{{{{ nested.names | join(\",\") }}}}', dest: {str(out)!r}}}\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    configurer = AnsibleConfigurer(
+        playbook_dir=str(playbooks), playbook="echo.yml", work_dir=str(work), timeout=120,
+        remote_python="/usr/bin/python3",
+    )
+    machine = Machine(id="local", provider="none", host="127.0.0.1", port=22, ssh_user="root",
+                      host_public_key=credentials.host_public_key)
+    seen_in_argv = []
+
+    async def watch():
+        while True:
+            seen_in_argv.extend(processes_with("lookup('pipe'"))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await configurer.configure(machine, credentials, {"probe": probe, "nested": {"names": [probe, "b"]}})
+    finally:
+        watcher.cancel()
+    assert out.read_text() == f"{probe}|{probe},b"
+    assert not marker.exists()
+    assert seen_in_argv == []
+    assert list(work.iterdir()) == []

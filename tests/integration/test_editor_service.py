@@ -8,37 +8,17 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-import requests
 import yaml
 
 from multiplespawner.catalogue import load_catalogue
 from multiplespawner.editor.cli import main as cli_main
-from tests.fixtures.editor import editor_hub_config, hub_session, local_template, write_catalogue
-from tests.fixtures.procs import wait_until
+from tests.fixtures.editor import hub_session, local_template, start_editor_hub
 
 
 @pytest.fixture
 def editor_hub(hub_factory, tmp_path):
-    catalogue = tmp_path / "catalogue"
-    write_catalogue(catalogue)
-    hub = hub_factory(editor_hub_config(catalogue))
-    hub.create_user("boss", groups=["admins"])
-    hub.create_user("ta", groups=["course-a-tas"])
-    hub.create_user("student", groups=["course-a"])
-    base = f"{hub.url}/services/templates/"
-    wait_until(lambda: requests.get(base + "api/templates", timeout=2, allow_redirects=False).status_code == 302,
-               timeout=60, message="editor service up")
-
-    def token(user):
-        r = hub.api("POST", f"/users/{user}/tokens", json={"note": "editor test"})
-        r.raise_for_status()
-        return r.json()["token"]
-
-    def call(user_token, method, path, **kw):
-        headers = {"Authorization": f"token {user_token}", **kw.pop("headers", {})}
-        return requests.request(method, base + "api/" + path, headers=headers, timeout=30, **kw)
-
-    return hub, catalogue, token, call
+    e = start_editor_hub(hub_factory, tmp_path)
+    return e.hub, e.catalogue, e.token, e.call
 
 
 def test_roles_decide_who_edits_what(editor_hub):
@@ -125,12 +105,12 @@ def test_invalid_edit_refused_with_schema_error(editor_hub):
     before = (catalogue / "courses.yaml").read_bytes()
     etag = call(ta, "GET", "templates/course-a-lab").json()["etag"]
     bad = yaml.safe_dump({**local_template("course-a-lab", tags=["course-a"]),
-                          "resources": {"memory_mb": {"default": 9000, "max": 1024}}})
+                          "resources": {"memory_mb": {"default": 2000, "max": 1024}}})
     r = call(ta, "PUT", "templates/course-a-lab", data=bad,
              headers={"If-Match": etag, "Content-Type": "application/yaml"})
     assert r.status_code == 400
     # the file is named inside the catalogue, not by where the server keeps it
-    assert r.json()["problems"] == ["courses.yaml: at /0/resources/memory_mb/default: default 9000 is above max 1024"]
+    assert r.json()["problems"] == ["courses.yaml: at /0/resources/memory_mb/default: default 2000 is above max 1024"]
     r = call(ta, "PUT", "templates/course-a-lab", data="{not: [valid", headers={
         "If-Match": etag, "Content-Type": "application/yaml"})
     assert r.status_code == 400 and "not valid YAML" in r.json()["message"]
@@ -218,19 +198,19 @@ def test_cli_through_the_service(editor_hub, tmp_path, capsys, monkeypatch):
 
     mine = write("mine.yaml", [local_template("course-a-lab", tags=["course-a"], memory_max=3072)])
     bad = write("bad.yaml", [{**local_template("course-a-lab", tags=["course-a"]),
-                              "resources": {"memory_mb": {"default": 9000, "max": 1024}}}])
+                              "resources": {"memory_mb": {"default": 2000, "max": 1024}}}])
     out = cli("validate", mine)
     assert out.returncode == 0 and out.stdout == "course-a-lab: ok\n"
     out = cli("validate", bad)
     assert out.returncode == 1 and "course-a-lab: INVALID" in out.stdout
-    assert "default 9000 is above max 1024" in out.stdout
+    assert "default 2000 is above max 1024" in out.stdout
     out = cli("diff", mine)
     assert out.returncode == 0 and "-    max: 1024\n+    max: 3072\n" in out.stdout
 
     before = (catalogue / "courses.yaml").read_bytes()
     out = cli("apply", bad)
     assert out.returncode == 1 and "course-a-lab: refused" in out.stdout
-    assert "default 9000 is above max 1024" in out.stdout
+    assert "default 2000 is above max 1024" in out.stdout
     out = cli("apply", write("theirs.yaml", [local_template("course-b-lab", tags=["course-b"], memory_max=8)]))
     assert out.returncode == 1 and "course-b-lab: refused: you may only edit templates tagged" in out.stdout
     assert (catalogue / "courses.yaml").read_bytes() == before

@@ -1,21 +1,25 @@
 """examples/header-nginx is consistent: nginx accepts its config, the hub config builds a
-working HeaderAuthenticator, and the docs show the identity snippet the tests run."""
+working HeaderAuthenticator (and none without the shared secret), and the docs show the
+identity and secret snippets the tests run."""
 
 import re
 import shutil
 import subprocess
 
+import pytest
 from traitlets.config import PyFileConfigLoader
 
 from headerauthenticator import HeaderAuthenticator, JSONParser
 from tests.fixtures.nginx import NGINX
-from tests.integration.test_header_nginx import IDENTITY_SNIPPET, REPO
+from tests.integration.test_header_nginx import IDENTITY_SNIPPET, REPO, SECRET_PATHS_SNIPPET
 
 EXAMPLE = REPO / "examples" / "header-nginx"
 
 
-def test_docs_show_the_tested_nginx_snippet():
-    assert IDENTITY_SNIPPET.read_text().strip() in (REPO / "docs" / "deploy-behind-proxy.md").read_text()
+def test_docs_show_the_tested_nginx_snippets():
+    docs = (REPO / "docs" / "deploy-behind-proxy.md").read_text()
+    assert IDENTITY_SNIPPET.read_text().strip() in docs
+    assert SECRET_PATHS_SNIPPET.read_text().strip() in docs
 
 
 def test_docs_apache_snippet_sets_env_headers_only_when_the_variable_exists():
@@ -42,6 +46,13 @@ def test_example_nginx_config_is_valid(tmp_path):
         [NGINX, "-t", "-p", str(prefix), "-c", "nginx.conf"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_example_hub_config_needs_the_shared_secret(monkeypatch):
+    monkeypatch.delenv("JUPYTERHUB_HEADER_AUTH_SECRET", raising=False)
+    config = PyFileConfigLoader("jupyterhub_config.py", path=str(EXAMPLE)).load_config()
+    with pytest.raises(ValueError, match="shared_secret is not set"):
+        HeaderAuthenticator(config=config)
 
 
 def test_example_hub_config_builds_the_authenticator(monkeypatch):

@@ -1,8 +1,9 @@
 """HeaderAuthenticator behind a real nginx, in front of a real JupyterHub with CHP.
 
 nginx authenticates the person (basic auth stands in for the institution's login) and sets
-the identity headers with ``examples/header-nginx/hub-identity.conf``, the snippet the docs
-show. The hub trusts only nginx's address and the shared secret.
+the identity headers with ``examples/header-nginx/hub-identity.conf`` and the shared secret
+(on login requests only) with ``hub-secret-paths.conf``, the snippets the docs show. The hub
+trusts only nginx's address and the shared secret.
 """
 
 import json
@@ -17,6 +18,7 @@ from tests.fixtures.net import loopback_host
 
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY_SNIPPET = REPO / "examples" / "header-nginx" / "hub-identity.conf"
+SECRET_PATHS_SNIPPET = REPO / "examples" / "header-nginx" / "hub-secret-paths.conf"
 DATA = {"HOST": "storage.example.org", "PATH": "/data/x"}
 
 
@@ -51,6 +53,7 @@ c.Spawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.tests.mocksu"]
         http_directives=f"""
 map $remote_user $hub_user_data {{ default ""; {user} '{data}'; }}
 map $remote_user $hub_user_groups {{ default ""; {user} "staff,physics"; }}
+{SECRET_PATHS_SNIPPET.read_text()}
 """,
         server_directives=f'set $hub_proxy_secret "{secret}";',
         location_directives=IDENTITY_SNIPPET.read_text(),

@@ -6,11 +6,13 @@ in-memory hub database); the directory is a private slapd from the ``slapd`` fix
 
 import asyncio
 import logging
+import time
 
 import pytest
 from cryptography.fernet import Fernet
 
 from ldap_hooks import LDAPSpawnError, close_clients, setup_ldap_entry_hook
+from tests.fixtures.faults import hung, restart
 from tests.fixtures.slapd import example_ldap_config, make_spawner
 
 SUBJECT = "/C=DK/ST=NA/L=NA/O=NBI/OU=NA/CN={cn}/emailAddress={email}"
@@ -128,8 +130,11 @@ async def test_ldap_stopped_mid_test_fails_spawn_clearly(slapd, caplog):
     slapd.stop()
 
     spawner = await spawner_for(config, "erin")
+    started = time.monotonic()
     with pytest.raises(LDAPSpawnError) as info:
         await setup_ldap_entry_hook(spawner)
+    # refused at once: the closed pooled connections are not waited on, nor is connect_timeout
+    assert time.monotonic() - started < 5.0  # connect_timeout's default
     error = info.value
     assert error.status_code == 503
     assert "user directory (LDAP) is not reachable" in error.jupyterhub_message
@@ -141,6 +146,90 @@ async def test_ldap_stopped_mid_test_fails_spawn_clearly(slapd, caplog):
     await setup_ldap_entry_hook(spawner)
     assert spawner.environment["NB_UID"] == "10001"
     assert {e["uid"][0] for e in people(slapd)} == {"dave", "erin"}
+
+
+def pooled_client(config):
+    """The shared client the hook uses for ``config``."""
+    from ldap_hooks.client import Settings, get_client
+    from ldap_hooks.hooks import ldap_options
+
+    return get_client(Settings.from_config(ldap_options(config)))
+
+
+async def spawn_all(config, names):
+    """Run the hook for first spawns of ``names`` at once; return their spawners."""
+    spawners = [await spawner_for(config, name) for name in names]
+    await asyncio.gather(*(setup_ldap_entry_hook(s) for s in spawners))
+    return spawners
+
+
+async def test_directory_restarted_between_spawns_next_spawns_succeed(slapd, caplog):
+    """slapd restarts between two spawns: the pooled connections it closed are recognised
+    before use and replaced, so no spawn after the restart fails, one at a time or at once."""
+    config = example_ldap_config(slapd)
+    await spawn_all(config, [f"before{i}" for i in range(4)])
+    assert len(pooled_client(config)._idle) >= 2  # several stale connections to trip over
+
+    restart(slapd)
+    caplog.clear()
+    first = await spawner_for(config, "after0")
+    await setup_ldap_entry_hook(first)
+    rest = await spawn_all(config, [f"after{i}" for i in range(1, 5)])
+
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    uids = [int(s.environment["NB_UID"]) for s in [first, *rest]]
+    assert sorted(uids) == list(range(10004, 10009))  # none skipped, none twice
+    assert len(people(slapd)) == 9
+
+
+async def test_connection_lost_under_a_request_is_retried_once_on_a_new_one(slapd, monkeypatch):
+    """The directory restarts after the idle check but before the request (a race the check
+    cannot close): the request is sent again once, on a new connection, never on another
+    pooled one that may be just as dead."""
+    from ldap_hooks import client as client_module
+
+    config = example_ldap_config(slapd)
+    await spawn_all(config, [f"before{i}" for i in range(4)])
+    assert len(pooled_client(config)._idle) >= 2
+    monkeypatch.setattr(client_module, "_still_open", lambda conn: True)  # the race, every time
+
+    restart(slapd)
+    spawner = await spawner_for(config, "after")
+    await setup_ldap_entry_hook(spawner)
+    assert spawner.environment["NB_UID"] == "10004"
+    assert counter(slapd) == 10004
+
+
+async def test_hung_directory_fails_the_spawn_in_bounded_time_then_recovers(slapd, caplog):
+    """slapd is frozen (accepts connections, never answers): the spawn fails after about one
+    operation_timeout naming the directory, no ldap3 call runs on the event loop, nothing is
+    written; after SIGCONT the next spawn succeeds without a failed one first."""
+    import ldap3
+
+    from tests.fixtures.loop_thread import blocking_calls
+
+    config = example_ldap_config(slapd, operation_timeout=2.0, connect_timeout=2.0)
+    await spawn_all(config, ["before0", "before1"])  # pooled connections exist
+
+    spawner = await spawner_for(config, "frozen")
+    watched = [(ldap3.Connection, name) for name in ("bind", "search", "modify", "add", "unbind")]
+    with hung(slapd), blocking_calls(watched) as blocking:
+        started = time.monotonic()
+        with pytest.raises(LDAPSpawnError) as info:
+            await setup_ldap_entry_hook(spawner)
+        waited = time.monotonic() - started
+    assert 1.5 < waited < 2 * 2.0 + 2.0 + 3, waited  # one timeout, not retried; bounded
+    assert info.value.status_code == 503
+    assert "user directory (LDAP) is not reachable" in info.value.jupyterhub_message
+    assert "timed out" in info.value.log_message
+    assert blocking.calls and blocking.on_loop == []
+    assert "NB_UID" not in spawner.environment
+
+    caplog.clear()
+    await setup_ldap_entry_hook(spawner)  # resumed: the very next spawn works
+    assert spawner.environment["NB_UID"] == "10002"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert sorted(e["uidNumber"] for e in people(slapd)) == [10000, 10001, 10002]
 
 
 async def test_bind_refused_fails_spawn(slapd):

@@ -2,30 +2,11 @@
 
 from pathlib import Path
 
-from tests.fixtures.slapd import EXAMPLES
+from tests.fixtures.slapd import MOCK_SPAWNER_CONFIG, ldap_hub_config, ldap_hub_env as hub_env
 
 
 def hub_config(slapd) -> str:
-    # The example's LDAP settings, with the DummyAuthenticator of the test hub: no certificate
-    # subject, so the entry is named uid=<name> and cn is the username.
-    return f"""
-import sys
-load_subconfig({str(EXAMPLES / "ldap_hooks_config.py")!r})
-c.LDAP.submit_spawner_attribute = ""
-c.LDAP.rdn_attributes = ["uid"]
-c.LDAP.object_attributes = {{**c.LDAP.object_attributes, "cn": "{{uid}}"}}
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
-"""
-
-
-def hub_env(slapd) -> dict:
-    return {
-        "LDAP_URL": slapd.url,
-        "LDAP_SUFFIX": slapd.suffix,
-        "LDAP_BIND_DN": slapd.root_dn,
-        "LDAP_PASSWORD": slapd.root_password,
-    }
+    return ldap_hub_config() + MOCK_SPAWNER_CONFIG
 
 
 def process_env(pid: int) -> dict:

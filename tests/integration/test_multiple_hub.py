@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.fixtures.procs import wait_until
-from tests.integration.child_spawners import HUB_ENV, PREFIX
+from tests.integration.child_spawners import ALLOWED_SPAWNER_CLASSES, HUB_ENV, PREFIX
 
 PY = sys.executable
 MOCKSU = [PY, "-m", "jupyterhub.tests.mocksu"]
@@ -82,6 +82,7 @@ c.JupyterHub.allow_named_servers = True
 c.MultipleSpawner.catalogue_paths = [{str(cat_file)!r}]
 c.MultipleSpawner.catalogue_check_interval = 0
 c.MultipleSpawner.lifetime_grace = 0
+c.MultipleSpawner.allowed_spawner_classes = {ALLOWED_SPAWNER_CLASSES!r}
 c.Spawner.poll_interval = 5
 {extra}
 """

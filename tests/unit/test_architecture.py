@@ -8,7 +8,8 @@ import sys
 import pytest
 
 SUITE = ("multiplespawner", "cloudsshspawner", "headerauthenticator", "ldap_hooks")
-CATALOGUE_PART = {"multiplespawner", "multiplespawner.catalogue", "multiplespawner.classes"}
+CATALOGUE_PART = {"multiplespawner", "multiplespawner.catalogue", "multiplespawner.classes",
+                  "multiplespawner.legacy_format"}
 #: what the template editor's process must never load: spawning, SSH and Docker code
 EDITOR_NEVER = {"asyncssh", "docker", "dockerspawner", "multiplespawner.spawner",
                 "multiplespawner.machines", "cloudsshspawner"}
@@ -38,7 +39,7 @@ from multiplespawner.classes import locate_spawner_class
 from multiplespawner.editor.app import PreviewHandler
 from multiplespawner.editor.store import TemplateStore
 from multiplespawner.form import render_form
-catalogue = load_catalogue([default_catalogue_path()], locate_spawner_class)
+catalogue = load_catalogue([default_catalogue_path()], check_class=locate_spawner_class)
 assert "container" in catalogue.templates  # names dockerspawner.DockerSpawner
 assert "Notebook container" in render_form(catalogue.usable_by(user_name="", groups=[], admin=True))
 """

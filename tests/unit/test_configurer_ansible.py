@@ -198,6 +198,28 @@ async def test_missing_playbook_or_wheel_dir_is_a_clear_error(machine, credentia
         await AnsibleConfigurer(wheel_dir=str(tmp_path / "missing")).configure(machine, credentials, {})
 
 
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (None, "does not say which Python its wheels are for"),
+        ("3.11", "not a version X.Y.Z"),
+        ("cp311", "not a version X.Y.Z"),
+    ],
+)
+async def test_wheel_dir_must_name_its_exact_python(machine, credentials, tmp_path, record, message):
+    """Refused before any run directory is made, with the `pip download` line to use."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "a-1-py3-none-any.whl").write_bytes(b"a")
+    if record is not None:
+        (wheels / "python-version").write_text(record + "\n")
+    configurer = AnsibleConfigurer(wheel_dir=str(wheels), work_dir=str(tmp_path / "work"))
+    with pytest.raises(ConfigurerError, match=message) as failure:
+        await configurer.configure(machine, credentials, {})
+    assert "--only-binary=:all: --python-version X.Y.Z" in str(failure.value)
+    assert not (tmp_path / "work").exists()
+
+
 def test_stopping_a_run_reaches_processes_in_other_sessions():
     """Ansible's workers call setsid(); killing the process group alone would leave them."""
     import subprocess

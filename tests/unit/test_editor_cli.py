@@ -110,3 +110,48 @@ def test_connection_and_file_problems_exit_2(tmp_path, capsys, monkeypatch):
     write_catalogue(tmp_path)
     code, _, err = run(capsys, "--catalogue-dir", str(tmp_path), "apply", str(tmp_path / "missing.yaml"))
     assert code == 2 and "missing.yaml" in err
+
+
+def test_hostile_files_are_refused_with_a_message(tmp_path, capsys):
+    """Every command reading FILE exits 1 with a message (never a traceback) for an alias bomb,
+    deep nesting, non-UTF-8, non-plain data, a name that is not a name, an oversized file;
+    nothing is written."""
+    from tests.fixtures.editor import alias_bomb
+
+    cat = tmp_path / "cat"
+    write_catalogue(cat)
+    before = {p.name: p.read_bytes() for p in cat.iterdir()}
+    files = {
+        "bomb.yaml": alias_bomb(9).encode(),
+        "deep.json": b"[" * 100000,
+        "deep.yaml": b"[" * 100000,
+        "binary.yaml": b"name: \xff\xfe",
+        "date.yaml": b"- name: x\n  when: 2024-01-01\n",
+        "listname.yaml": b"- name: [a, b]\n",
+        "newline.json": json.dumps([local_template("evil\n")]).encode(),
+        "big.yaml": b"#" * 5000,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        for command in ("validate", "diff", "apply"):
+            code, out, err = run(capsys, "--catalogue-dir", str(cat), "--max-bytes", "4096", command, str(tmp_path / name))
+            assert code == 1 and "error: " in err and "Traceback" not in err + out, (name, command, err)
+    assert {p.name: p.read_bytes() for p in cat.iterdir()} == before
+
+
+def test_directory_mode_applies_the_allow_list(tmp_path, capsys):
+    cat = tmp_path / "cat"
+    write_catalogue(cat)
+    simple = tmp_path / "simple.yaml"
+    simple.write_text(yaml.safe_dump([{**local_template("course-a-lab", tags=["course-a"]),
+                                       "spawner": {"class": "jupyterhub.spawner.SimpleLocalProcessSpawner"}}]))
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "apply", str(simple))
+    assert code == 1 and "allowed_spawner_classes" in out
+    # the option replaces the default list, as the traits do
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat), "--allowed-spawner-class",
+                       "jupyterhub.spawner.SimpleLocalProcessSpawner", "apply", str(simple))
+    assert code == 1 and "'jupyterhub.spawner.LocalProcessSpawner' is not allowed" in out
+    code, out, _ = run(capsys, "--catalogue-dir", str(cat),
+                       "--allowed-spawner-class", "jupyterhub.spawner.SimpleLocalProcessSpawner",
+                       "--allowed-spawner-class", "jupyterhub.spawner.LocalProcessSpawner", "apply", str(simple))
+    assert code == 0 and out == "course-a-lab: updated\n"

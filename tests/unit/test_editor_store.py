@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from multiplespawner.catalogue import CatalogueError, load_catalogue
-from multiplespawner.editor.store import Conflict, NotFound, TemplateStore, etag_of
+from multiplespawner.editor.store import Conflict, Forbidden, NotFound, TemplateStore, etag_of
 
 DEPLOYMENTS = {"deployments": {"local": [{"name": "hub-host", "provider": "local"}]}}
 
@@ -140,3 +140,73 @@ def test_no_temp_files_left_behind(catalogue_dir):
     store.put("alpha", template("alpha", description="x"), store.get("alpha").etag, actor="a")
     leftovers = [p.name for p in catalogue_dir.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def _lock_held(directory) -> bool:
+    """Is the store's write lock held (by anyone)? A second open file description's
+    non-blocking flock fails while another holds it, also within one process."""
+    import fcntl
+
+    with open(directory / ".catalogue.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def test_validation_runs_outside_the_write_lock(catalogue_dir, monkeypatch):
+    """A slow (or hostile) validation must not block every other writer."""
+    store = TemplateStore(catalogue_dir)
+    real_check, held = store._check, []
+    monkeypatch.setattr(store, "_check", lambda files: (held.append(_lock_held(catalogue_dir)), real_check(files))[1])
+    store.put("gamma", template("gamma"), None, "ops")
+    store.put("gamma", template("gamma", description="x"), store.get("gamma").etag, "ops")
+    store.delete("gamma", store.get("gamma").etag, "ops")
+    assert held == [False, False, False]
+
+
+def test_a_write_between_validation_and_lock_is_validated_again(catalogue_dir, monkeypatch):
+    """The version and the permission are checked again under the lock, on the files as they
+    are then: an edit that slipped in after validation is neither overwritten nor trusted."""
+    store = TemplateStore(catalogue_dir)
+    other = TemplateStore(catalogue_dir)
+    etag = store.get("alpha").etag
+    real_check, calls = store._check, []
+
+    def check_then_someone_writes(files):
+        real_check(files)
+        calls.append(1)
+        if len(calls) == 1:  # another writer moves alpha to another course meanwhile
+            other.put("alpha", template("alpha", tags=["course-b"]), etag, "boss")
+
+    monkeypatch.setattr(store, "_check", check_then_someone_writes)
+    seen = []
+
+    def authorize(current, spec, existing):
+        seen.append((_lock_held(catalogue_dir), (current or {}).get("tags")))
+        return [] if "course-b" not in (current or {}).get("tags", []) else ["not your course"]
+
+    with pytest.raises(Conflict):
+        store.put("alpha", template("alpha", description="mine"), etag, "ta", authorize)
+    assert load_catalogue([catalogue_dir]).templates["alpha"].spec["tags"] == ["course-b"]
+    assert len(calls) == 1 and seen == [(False, None)]  # validated once; under the lock: stale
+    # with the new version, the permission check sees the template as it is now
+    seen.clear()
+    with pytest.raises(Forbidden, match="not your course"):
+        store.put("alpha", template("alpha", description="mine"), store.get("alpha").etag, "ta", authorize)
+    assert seen == [(False, ["course-b"])]
+    # a write that goes through asks again under the lock, with the template as it is then
+    seen.clear()
+    store.put("beta", template("beta", description="x"), store.get("beta").etag, "ta", authorize)
+    assert seen == [(False, None), (True, None)]
+
+
+def test_a_broken_file_is_reported_not_raised(catalogue_dir):
+    (catalogue_dir / "zz-broken.yaml").write_text("a: &x 1\nb: *x\n")
+    store = TemplateStore(catalogue_dir)
+    assert [e.name for e in store.list()] == ["alpha", "beta"]
+    with pytest.raises(CatalogueError, match=r"zz-broken.yaml: at /: not valid YAML: .*aliases"):
+        store.put("gamma", template("gamma"), None, "ops")
+    assert not (catalogue_dir / "gamma.yaml").exists()

@@ -14,6 +14,7 @@ from headerauthenticator import HeaderAuthenticator, JSONParser, RegexUsernamePa
 
 NGINX = "127.0.0.20"
 THROUGH_NGINX = ("127.0.0.1", f"10.9.9.9, {NGINX}")  # (hub's TCP peer = CHP, X-Forwarded-For)
+SECRET = "front-proxy-secret-0123456789"
 
 
 class User:
@@ -27,12 +28,15 @@ class User:
         return self.auth_state
 
 
-def handler(headers=(), peer=THROUGH_NGINX, users=None):
-    """A handler-like object around a real tornado request arriving from ``peer``."""
+def handler(headers=(), peer=THROUGH_NGINX, users=None, secret=SECRET):
+    """A handler-like object around a real tornado request arriving from ``peer``, carrying
+    ``secret`` in X-Hub-Proxy-Secret (none if None)."""
     direct, xff = peer
     h = HTTPHeaders()
     if xff is not None:
         h.add("X-Forwarded-For", xff)
+    if secret is not None:
+        h.add("X-Hub-Proxy-Secret", secret)
     for name, value in headers if isinstance(headers, (list, tuple)) else headers.items():
         h.add(name, value)
     context = SimpleNamespace(address=(direct, 40000), remote_ip=direct, protocol="http", trusted_downstream=set())
@@ -43,6 +47,7 @@ def handler(headers=(), peer=THROUGH_NGINX, users=None):
 
 def make(**config):
     config.setdefault("trusted_proxy_ips", [NGINX])
+    config.setdefault("shared_secret", SECRET)
     if "allowed_users" not in config:
         config.setdefault("allow_all", True)
     return HeaderAuthenticator(**config)
@@ -158,20 +163,20 @@ async def test_x_real_ip_is_not_believed():
 
 
 async def test_shared_secret(caplog):
-    auth = make(allow_all=True, shared_secret="s3cr3t-value")
-    for sent in ({}, {"X-Hub-Proxy-Secret": "wrong"}):
+    auth = make(allow_all=True)
+    for sent in (None, "", "wrong", SECRET[:-1], SECRET + "x", SECRET.upper(), "é" + SECRET):
         with caplog.at_level(logging.DEBUG), pytest.raises(web.HTTPError) as e:
-            await login(auth, handler({"Remote-User": "alice", **sent}))
-        assert e.value.status_code == 403
-    model = await login(auth, handler({"Remote-User": "alice", "X-Hub-Proxy-Secret": "s3cr3t-value"}))
+            await login(auth, handler({"Remote-User": "alice"}, secret=sent))
+        assert status_of(e) == (403, "The front proxy's credentials were missing or wrong.")
+    model = await login(auth, handler({"Remote-User": "alice"}))
     assert model["name"] == "alice"
-    assert "s3cr3t-value" not in caplog.text
+    assert SECRET not in caplog.text
 
 
 async def test_shared_secret_from_environment(monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env")
-    auth = make(allow_all=True)
-    assert auth.shared_secret == "from-env"
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env-0123456789")
+    auth = HeaderAuthenticator(trusted_proxy_ips=[NGINX])
+    assert auth.shared_secret == "from-env-0123456789"
 
 
 async def test_missing_username_header_is_401_naming_it():
@@ -226,15 +231,15 @@ async def test_bad_groups_header_is_400():
 
 # ---- logging ----------------------------------------------------------------------------
 async def test_values_never_logged_above_debug_and_debug_redacts(caplog):
-    auth = make(allow_all=True, allowed_headers={"auth": "Remote-User", "d": "X-Data"}, shared_secret="topsecret")
-    h = handler({"Remote-User": "alice", "X-Data": "private-data", "Cookie": "jupyterhub-session=cookieval", "X-Hub-Proxy-Secret": "topsecret"})
+    auth = make(allow_all=True, allowed_headers={"auth": "Remote-User", "d": "X-Data"})
+    h = handler({"Remote-User": "alice", "X-Data": "private-data", "Cookie": "jupyterhub-session=cookieval"})
     with caplog.at_level(logging.DEBUG):
         await login(auth, h)
     above_debug = "\n".join(r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG)
     debug = "\n".join(r.getMessage() for r in caplog.records)
     assert "private-data" not in above_debug and "cookieval" not in above_debug
     assert "private-data" in debug  # DEBUG may show ordinary header values ...
-    assert "topsecret" not in debug and "cookieval" not in debug  # ... but not secrets
+    assert SECRET not in debug and "cookieval" not in debug  # ... but not secrets
 
 
 # ---- start-up checks --------------------------------------------------------------------
@@ -246,7 +251,7 @@ def test_refuses_to_trust_everyone(ips):
 
 async def test_allow_any_proxy_warns_and_trusts_all(caplog):
     with caplog.at_level(logging.WARNING):
-        auth = HeaderAuthenticator(allow_any_proxy=True, allow_all=True)
+        auth = HeaderAuthenticator(allow_any_proxy=True, allow_all=True, shared_secret=SECRET)
     assert "ANY address" in caplog.text
     model = await login(auth, handler({"Remote-User": "z"}, peer=("10.6.6.6", None)))
     assert model["name"] == "z"
@@ -289,35 +294,61 @@ async def test_pre_spawn_start_shares_chosen_entries():
     assert spawner.environment == {"X-Mount": json.dumps({"HOST": "h"}), "data": "plain"}
 
 
-# ---- start-up warnings ------------------------------------------------------------------
-FORGE_WARNING = "any process on this host"
-
-
+# ---- the shared secret is required ------------------------------------------------------
 @pytest.mark.parametrize(
-    "config, warned",
+    "config",
     [
-        ({"trusted_proxy_ips": ["127.0.0.2"]}, True),
-        ({"trusted_proxy_ips": ["127.0.0.0/8", "::1"]}, True),
-        ({"trusted_proxy_ips": ["127.0.0.2"], "shared_secret": "s3cr3t"}, False),
-        ({"trusted_proxy_ips": ["127.0.0.2", "10.0.0.5"]}, False),
-        ({"trusted_proxy_ips": ["10.0.0.5"]}, False),
-        ({"allow_any_proxy": True}, False),  # warned about more loudly
+        {"trusted_proxy_ips": ["10.9.9.9"]},  # a remote proxy: CHP's hop looks like a forgery
+        {"trusted_proxy_ips": ["127.0.0.2"]},
+        {"allow_any_proxy": True},
+        {"trusted_proxy_ips": ["10.9.9.9"], "shared_secret_header": "X-Front-Key"},
     ],
 )
-def test_warns_when_only_loopback_is_trusted_without_a_secret(caplog, monkeypatch, config, warned):
+def test_refuses_to_start_without_the_shared_secret(monkeypatch, config):
+    monkeypatch.delenv("JUPYTERHUB_HEADER_AUTH_SECRET", raising=False)
+    with pytest.raises(ValueError) as e:
+        HeaderAuthenticator(**config)
+    message = str(e.value)
+    header = config.get("shared_secret_header", "X-Hub-Proxy-Secret")
+    for text in ("shared_secret is not set", "JUPYTERHUB_HEADER_AUTH_SECRET", f"proxy_set_header {header} ",
+                 f"RequestHeader set {header} ", "require_shared_secret = False"):
+        assert text in message
+
+
+@pytest.mark.parametrize("secret", ["x", "s3cr3t", "0123456789abcde"])
+def test_refuses_a_short_secret(secret):
+    with pytest.raises(ValueError, match=f"shared_secret is {len(secret)} characters long: use at least 16"):
+        HeaderAuthenticator(trusted_proxy_ips=[NGINX], shared_secret=secret)
+
+
+async def test_opting_out_of_the_secret_is_loud_and_judges_addresses_only(monkeypatch, caplog):
     monkeypatch.delenv("JUPYTERHUB_HEADER_AUTH_SECRET", raising=False)
     with caplog.at_level(logging.WARNING):
-        HeaderAuthenticator(**config)
-    assert (FORGE_WARNING in caplog.text) is warned
+        auth = HeaderAuthenticator(trusted_proxy_ips=[NGINX], require_shared_secret=False, allow_all=True)
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "require_shared_secret is False" in warning.getMessage()
+    assert "can log in as anyone" in warning.getMessage()
+    assert (await login(auth, handler({"Remote-User": "alice"}, secret=None)))["name"] == "alice"
+    with pytest.raises(web.HTTPError) as e:
+        await login(auth, handler({"Remote-User": "alice"}, peer=("10.6.6.6", None), secret=None))
+    assert e.value.status_code == 403
 
 
-def test_loopback_warning_is_silenced_by_the_secret_from_the_environment(caplog, monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env")
+async def test_a_set_secret_is_checked_even_when_not_required():
+    auth = make(allow_all=True, require_shared_secret=False)
+    with pytest.raises(web.HTTPError) as e:
+        await login(auth, handler({"Remote-User": "alice"}, secret=None))
+    assert e.value.status_code == 403
+
+
+def test_secret_from_the_environment_starts_without_warning(caplog, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_HEADER_AUTH_SECRET", "from-env-0123456789")
     with caplog.at_level(logging.WARNING):
         HeaderAuthenticator(trusted_proxy_ips=["127.0.0.2"])
-    assert FORGE_WARNING not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+# ---- start-up warnings ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "config, warned",
     [
@@ -328,5 +359,5 @@ def test_loopback_warning_is_silenced_by_the_secret_from_the_environment(caplog,
 )
 def test_warns_when_admin_groups_cannot_be_read(caplog, config, warned):
     with caplog.at_level(logging.WARNING):
-        HeaderAuthenticator(trusted_proxy_ips=[NGINX], **config)
+        HeaderAuthenticator(trusted_proxy_ips=[NGINX], shared_secret=SECRET, **config)
     assert ("admin_groups is set but groups_header is not" in caplog.text) is warned

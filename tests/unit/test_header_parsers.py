@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from headerauthenticator import HeaderParseError, JSONParser, Parser, RegexUsernameParser
-from headerauthenticator.parsers import split_groups
+from headerauthenticator.parsers import json_depth, loads_bounded, split_groups
 from headerauthenticator.trust import parse_address, parse_networks, resolve_peer, trusts_everyone
 
 EMAIL = r"([a-zA-Z0-9_.+-]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+)"
@@ -64,7 +64,9 @@ def test_json_parser(value, expected):
     assert JSONParser().parse(value) == expected
 
 
-@pytest.mark.parametrize("value", ["{not json", '{"a": 1', "[" * 100000, "secret-token-xyz"])
+@pytest.mark.parametrize(
+    "value", ["{not json", '{"a": 1', "[" * 100000, "secret-token-xyz", "NaN", '[-Infinity]', "1e999", "1" * 5000]
+)
 def test_json_parser_bad_json_is_400_without_the_value(value):
     with pytest.raises(HeaderParseError) as e:
         JSONParser().parse(value)
@@ -85,7 +87,27 @@ def test_split_groups(value, expected):
     assert split_groups(value) == expected
 
 
-@pytest.mark.parametrize("value", ['["a", 1]', "[broken", '[{"a": 1}]'])
+@pytest.mark.parametrize(
+    "text, depth",
+    [("1", 0), ('{"a": [1, {"b": []}]}', 4), ('["[[[", "{{"]', 1), (r'["\"[[["]', 1), ("[" * 4000, 4000)],
+)
+def test_json_depth_skips_strings(text, depth):
+    assert json_depth(text) == depth
+
+
+def test_deep_json_is_refused_before_decoding():
+    """Deeper than the limit is a 400 naming the limit, however deep (no RecursionError)."""
+    for text in ("[" * 4000, "[" * 33 + "]" * 33, '{"a":' * 5000):
+        with pytest.raises(HeaderParseError) as e:
+            JSONParser().parse(text)
+        assert e.value.status == 400 and "more than 32 levels" in e.value.message
+    assert JSONParser(max_depth=40).parse("[" * 33 + "]" * 33) == eval("[" * 33 + "]" * 33)
+    assert loads_bounded('{"a": {"b": 1}}', 2, "x") == {"a": {"b": 1}}
+    with pytest.raises(HeaderParseError, match="x is nested more than 1 levels deep"):
+        loads_bounded('{"a": {"b": 1}}', 1, "x")
+
+
+@pytest.mark.parametrize("value", ['["a", 1]', "[broken", '[{"a": 1}]', '[["a"]]', "[" * 4000])
 def test_split_groups_rejects_bad_lists(value):
     with pytest.raises(HeaderParseError) as e:
         split_groups(value)

@@ -1,6 +1,6 @@
 """examples/ldap/jupyterhub_config.py follows docs/deploy-behind-proxy.md: the hub listens on
-loopback, trusts only the front proxy's own address, does not start without the shared secret,
-and its LDAP options load."""
+loopback, trusts only the front proxy's own address, its authenticator does not start without
+the shared secret, and its LDAP options load."""
 
 import ipaddress
 import logging
@@ -22,8 +22,8 @@ def load():
 
 def test_example_refuses_to_start_without_the_shared_secret(monkeypatch):
     monkeypatch.delenv(SECRET, raising=False)
-    with pytest.raises(SystemExit, match=SECRET):
-        load()
+    with pytest.raises(ValueError, match=SECRET):
+        HeaderAuthenticator(config=load())
 
 
 def test_example_trusts_only_the_front_proxy_with_the_secret(monkeypatch, caplog):

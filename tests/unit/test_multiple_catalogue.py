@@ -9,7 +9,9 @@ import textwrap
 import pytest
 
 from multiplespawner.catalogue import (
+    DEFAULT_SPAWNER_CLASSES,
     CatalogueError,
+    CataloguePolicy,
     CatalogueSource,
     default_catalogue_path,
     load_catalogue,
@@ -31,6 +33,11 @@ def template(name="t1", **over):
     }
     spec.update(over)
     return spec
+
+
+#: allows the broken and test-only classes below, so the checks after the allow-list run
+TEST_POLICY = CataloguePolicy(spawner_classes=frozenset(DEFAULT_SPAWNER_CLASSES) | {
+    "nowhere_at_all.Spawner", "json.JSONDecoder", "nosuchspawner", "ms_probe_spawner.ProbeSpawner"})
 
 
 def write(path, data):
@@ -112,6 +119,17 @@ def test_cross_file_checks(tmp_path):
     assert "unknown placeholder {NOT_A_PLACEHOLDER}" in problems[(str(b), "/3/environment/X")]
 
 
+def test_unknown_placeholder_in_a_key_is_a_catalogue_problem(tmp_path):
+    env = {"HOME_{JUPYTERHUB_USER}": "1", "X_{NOT_KNOWN}": "2"}
+    spawner = {"class": "jupyterhub.spawner.LocalProcessSpawner", "kwargs": {"environment": env}}
+    f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [template(spawner=spawner)]})
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue([f])
+    [problem] = info.value.problems
+    assert problem.path == "/templates/0/spawner/kwargs/environment/X_{NOT_KNOWN}"
+    assert "unknown placeholder {NOT_KNOWN}" in problem.message
+
+
 def test_syntax_error_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("templates: [\n")
@@ -136,6 +154,27 @@ def test_placeholders_leave_child_fields_alone():
         {"JUPYTERHUB_USER": "ann", "DEPLOYMENT_IMAGE": "nb:1"},
     )
     assert out == {"a": "/home/ann", "b": ["{username}", "nb:1"], "c": 3}
+
+
+def test_placeholders_in_keys_are_resolved():
+    out = resolve_placeholders({"volumes": {"/home/{JUPYTERHUB_USER}": {"bind": "/home/{JUPYTERHUB_USER}"}}},
+                               {"JUPYTERHUB_USER": "ann"})
+    assert out == {"volumes": {"/home/ann": {"bind": "/home/ann"}}}
+
+
+def test_values_are_substituted_once_and_escaped_where_the_child_formats_again():
+    spec = {"notebook_dir": "/home/{JUPYTERHUB_USER}/{{literal}}/{username}",
+            "volumes": {"/home/{JUPYTERHUB_USER}": "/data/{JUPYTERHUB_USER}"},
+            "args": ["--name={JUPYTERHUB_USER}"]}
+    values = {"JUPYTERHUB_USER": "bad{name}"}
+    out = resolve_placeholders(spec, values, reformatted={"notebook_dir", "volumes"})
+    # the child's str.format yields the value itself; the template's own braces stay as written
+    assert out["notebook_dir"].format(username="u") == "/home/bad{name}/{literal}/u"
+    assert {k.format(): v.format() for k, v in out["volumes"].items()} == {"/home/bad{name}": "/data/bad{name}"}
+    assert out["args"] == ["--name=bad{name}"]  # not formatted again: substituted as is
+    # a value that looks like a placeholder is not substituted a second time
+    assert resolve_placeholders("{JUPYTERHUB_USER}", {"JUPYTERHUB_USER": "{TEMPLATE_NAME}",
+                                                      "TEMPLATE_NAME": "t"}) == "{TEMPLATE_NAME}"
 
 
 def test_access_rules(tmp_path):
@@ -212,7 +251,7 @@ def test_spawner_class_that_cannot_be_used_is_a_catalogue_problem(tmp_path):
                  spawner={"class": "docker"}),
     ]})
     with pytest.raises(CatalogueError) as info:
-        load_catalogue([f])
+        load_catalogue([f], TEST_POLICY)
     problems = {p.path: p.message for p in info.value.problems}
     assert all(p.file == str(f) for p in info.value.problems)
     assert sorted(problems) == ["/templates/1/spawner/class", "/templates/2/spawner/class",
@@ -251,7 +290,7 @@ async def test_spawner_classes_import_in_the_reload_thread_once(tmp_path, monkey
     probe = template("probe", spawner={"class": "ms_probe_spawner.ProbeSpawner"})
     by_name = template("by-name", spawner={"class": "localprocess"})
     f = write(tmp_path / "c.json", {"deployments": DEPLOYMENTS, "templates": [probe, by_name]})
-    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0)
+    source = CatalogueSource([f], logging.getLogger("test"), check_interval=0, policy=TEST_POLICY)
     await source.get()
     assert sys.modules["ms_probe_spawner"].IMPORTED_IN is not threading.main_thread()
     assert lookups == ["localprocess"]

@@ -88,9 +88,40 @@ def test_values_from_strings_and_numbers(catalogue):
     ({"template": "local", "lifetime_minutes": 0}, "lifetime_minutes 0 is outside 15..120"),
     ({"template": "course-a-box", "lifetime_minutes": 5}, "has no session length choice"),
     ({"template": ["local"]}, "template must be a template name"),
+    # numbers the server cannot compare or print are refused, never an error
+    ({"template": "course-a-box", "memory_mb": int("9" * 400)}, "memory_mb must be a number"),
+    ({"template": "course-a-box", "memory_mb": -int("9" * 400)}, "memory_mb must be a number"),
+    ({"template": "course-a-box", "cpu": 2**53 + 1}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": float("nan")}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": float("inf")}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": "1e400"}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": "NaN"}, "cpu must be a number"),
+    ({"template": "course-a-box", "memory_mb": "9" * 400}, "memory_mb must be a number of at most 32 characters"),
+    ({"template": "course-a-box", "memory_mb": False}, "memory_mb must be a number"),
+    ({"template": "course-a-box", "cpu": {"n": 1}}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": [1, 2]}, "cpu must be a number"),
+    ({"template": "course-a-box", "cpu": None}, None),  # null is "not given": the default
+    ({"template": {"name": "local"}}, "template must be a template name"),
+    ({"template": "course-a-box", "provider": ["docker"]}, "does not run on provider ['docker']"),
+    ({"template": "x" * 10_000}, "There is no template named 'xxxx"),
 ])
 def test_refusals(catalogue, options, message):
-    assert message in refused(catalogue, options)
+    if message is None:
+        choose(catalogue, options)
+        return
+    text = refused(catalogue, options)
+    assert message in text
+    assert len(text) < 300  # a user's huge value is not quoted back whole
+
+
+@pytest.mark.parametrize("user_options", [["template"], "local", 1])
+def test_user_options_that_are_not_an_object(catalogue, user_options):
+    assert "user_options must be an object" in refused(catalogue, user_options)
+
+
+def test_many_unknown_keys_are_named_briefly(catalogue):
+    text = refused(catalogue, {f"k{i}": i for i in range(1000)})
+    assert text.startswith("Unknown option(s) 'k0', 'k1', ") and ", ..." in text and len(text) < 300
 
 
 def test_unavailable_template(catalogue):
@@ -128,6 +159,21 @@ def test_form_preselects_nothing_for_a_choice_no_longer_usable(catalogue):
     html = render_form(usable, last={"template": "course-b-box", "provider": "docker"})
     assert 'value="local" checked' in html
     assert " selected>" not in html  # provider and resource type: "Any"
+
+
+@pytest.mark.parametrize("last", [
+    {"template": {"x": 1}, "provider": ["docker"], "cpu": {"n": 1}},
+    {"template": "course-a-box", "cpu": int("9" * 400), "memory_mb": float("nan"), "gpus": True},
+    {"template": "course-a-box", "cpu": "2", "lifetime_minutes": [60]},
+    ["course-a-box"],
+])
+def test_form_ignores_stored_options_it_cannot_use(catalogue, last):
+    """The hub's REST API lets a user overwrite a stopped server's stored options with any
+    object; the form then shows the defaults where they make no sense."""
+    usable = catalogue.usable_by("ann", ["course-a"], False)
+    html = render_form(usable, last=last)
+    assert 'name="course-a-box.cpu" value="1"' in html
+    assert 'name="course-a-box.memory_mb" value="1024"' in html
 
 
 def test_form_bounds_are_the_bounds_the_server_checks(catalogue):

@@ -24,7 +24,7 @@ from kubespawner import KubeSpawner
 from kubespawner import clients as kube_clients
 from traitlets.config import Config
 
-from multiplespawner.catalogue import CatalogueError, load_catalogue
+from multiplespawner.catalogue import CatalogueError, CataloguePolicy, load_catalogue
 from multiplespawner.errors import SpawnException
 from multiplespawner.spawner import HUB_TIMEOUT_MARGIN, MultipleSpawner, TemplateError, spawner_class_for
 
@@ -161,7 +161,7 @@ def test_kubespawner_is_named_by_its_dotted_path(tmp_path):
         spawner_class_for("kubernetes")
     path = _write_catalogue(tmp_path / "c.json", _template(spawner_class="kubernetes"))
     with pytest.raises(CatalogueError, match="at /templates/0/spawner/class: no spawner is registered"):
-        load_catalogue([path])
+        load_catalogue([path], CataloguePolicy(spawner_classes=frozenset({"kubernetes"})))
 
 
 async def test_template_builds_a_kubespawner_with_the_chosen_resources(api_server, hub):
@@ -223,6 +223,7 @@ async def test_environment_reaches_the_child_and_profile_list_config_changes_not
     config.KubeSpawner.profile_list = [{"display_name": "big", "slug": "big", "default": True,
                                         "kubespawner_override": {"cpu_limit": 16, "image": "elsewhere:latest"}}]
     template = _template(spawner_class=f"{__name__}.ManifestOnlyKubeSpawner")
+    config.MultipleSpawner.allowed_spawner_classes = [f"{__name__}.ManifestOnlyKubeSpawner"]
     spawner = await hub("", {"template": "kube", "cpu": 1.5}, template, config=config)
     assert spawner.child.profile_list == []
     assert await spawner.start() == "http://127.0.0.1:8888"

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 from batchspawner import SlurmSpawner, TorqueSpawner
 from dockerspawner import DockerSpawner
-from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SpawnException
+from traitlets.config import Config
 
 from multiplespawner.catalogue import load_catalogue
 from multiplespawner.choices import resolve_choice
@@ -109,6 +110,33 @@ def test_state_round_trip_rebuilds_the_recorded_child_whatever_the_catalogue_say
     assert spawner.get_state() == {"last_child": state["last_child"]}  # delete_forever can still reach it
 
 
+async def test_invalid_machine_settings_fail_machine_spawns_with_their_message_only(tmp_path):
+    """A malformed c.MachineOrchestrator.pool_hosts fails a bare_metal spawn with the problem
+    (a handled SpawnException, not an unhandled TraitError); a local template needs no machine
+    settings and still prepares."""
+    f = tmp_path / "catalogue.json"
+    f.write_text(json.dumps({
+        "deployments": {"local": [{"name": "hub", "provider": "local"}],
+                        "bare_metal": [{"name": "local_machine", "provider": "local"}]},
+        "templates": [
+            {"name": "pool", "resource_type": "bare_metal", "providers": ["local"],
+             "spawner": {"class": "cloudsshspawner.CloudSSHSpawner"}},
+            {"name": "here", "resource_type": "local", "providers": ["local"],
+             "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner"}},
+        ],
+    }))
+    config = Config()
+    config.MachineOrchestrator.pool_hosts = {"local_machine": [{"address": "node1"}]}
+    spawner = _spawner(config=config, catalogue_paths=[str(f)])
+    with pytest.raises(SpawnException) as e:
+        await spawner.prepare({"template": "pool"})
+    assert (e.value.status_code, e.value.reason) == (500, "config_error")
+    assert e.value.message == ("The hub's machine settings are invalid: c.MachineOrchestrator.pool_hosts: "
+                               "local_machine/0: 'host_key' is a required property")
+    await spawner.prepare({"template": "here"})
+    assert type(spawner.child) is LocalProcessSpawner and spawner.machine is None
+
+
 def test_state_with_a_class_that_no_longer_imports_leaves_no_child():
     spawner = _spawner()
     spawner.load_state({"multiple": {"template": "t", "child_class": "nowhere.Spawner", "child_kwargs": {}}})
@@ -203,6 +231,7 @@ def test_the_adapter_of_the_nearest_class_in_the_mro_is_used():
     from multiplespawner.children.docker import DockerAdapter
     from multiplespawner.children.kube import KubeAdapter
     from multiplespawner.children.local import LocalProcessAdapter
+    from multiplespawner.children.swarm import SwarmAdapter
 
     class OwnLocal(LocalProcessSpawner):
         pass
@@ -217,7 +246,7 @@ def test_the_adapter_of_the_nearest_class_in_the_mro_is_used():
         async def stop(self, now=False):
             return None
 
-    expected = [(DockerSpawner, DockerAdapter), (SwarmSpawner, DockerAdapter), (KubeSpawner, KubeAdapter),
+    expected = [(DockerSpawner, DockerAdapter), (SwarmSpawner, SwarmAdapter), (KubeSpawner, KubeAdapter),
                 (SlurmSpawner, BatchAdapter), (TorqueSpawner, BatchAdapter), (CloudSSHSpawner, CloudSSHAdapter),
                 (LocalProcessSpawner, LocalProcessAdapter), (OwnLocal, LocalProcessAdapter),
                 (OwnSpawner, ChildAdapter)]
