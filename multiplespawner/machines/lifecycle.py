@@ -83,7 +83,7 @@ MACHINE_RESOURCE_TYPES = ("bare_metal", "virtual_machine")
 DEFAULT_NOTEBOOK_ENV = "/opt/jupyterhub-notebook"
 #: configurer short names
 CONFIGURERS = {"ansible": "multiplespawner.configurers.AnsibleConfigurer"}
-_LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_LOGIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 
 
 class MachineStepError(SpawnError):
