@@ -23,6 +23,7 @@ from multiplespawner.providers import libvirt as libvirt_provider
 from multiplespawner.providers.base import LABEL_PREFIX, wait_for_ssh
 from multiplespawner.providers.identity import HUB_LABEL
 from multiplespawner.providers.libvirt import LibvirtProvider
+from tests.fixtures.libvirt import qemu_port_taken
 
 pytestmark = pytest.mark.slow
 
@@ -254,10 +255,7 @@ async def test_qemu_failing_to_start_removes_domain_overlay_and_seed(
 ):
     """The last step fails for real: QEMU cannot bind the SSH forward's port (taken here)."""
     spec = _spec(f"pytest-busyport-{uuid.uuid4().hex[:6]}", vm_image)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        monkeypatch.setattr(libvirt_provider, "_free_port", lambda host: taken.getsockname()[1])
+    with qemu_port_taken(monkeypatch):
         with pytest.raises(ProviderError, match=f"could not create virtual machine {spec.name}"):
             await provider.create(spec)
     assert _leftovers(libvirt_uri, libvirt_storage, spec.name) == {"domains": [], "files": []}

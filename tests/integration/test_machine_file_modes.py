@@ -10,7 +10,6 @@ libvirt provider creating a machine whose QEMU cannot start (no VM boots here).
 
 import json
 import shutil
-import socket
 import stat
 import subprocess
 import uuid
@@ -23,6 +22,7 @@ from multiplespawner.providers import MachineSpec, ProviderError, Resources
 from multiplespawner.providers import libvirt as libvirt_provider
 from multiplespawner.providers.identity import HUB_LABEL
 from multiplespawner.providers.libvirt import LibvirtProvider
+from tests.fixtures.libvirt import qemu_port_taken
 from tests.integration.test_machines_docker import USER, MachineHub, machine_catalogue
 
 pytestmark = pytest.mark.slow
@@ -105,10 +105,7 @@ async def test_libvirt_overlay_and_seed_are_private(libvirt_uri, libvirt_storage
         return domain_xml(*args)
 
     monkeypatch.setattr(libvirt_provider, "_domain_xml", record_modes)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        monkeypatch.setattr(libvirt_provider, "_free_port", lambda host: taken.getsockname()[1])
+    with qemu_port_taken(monkeypatch):
         with pytest.raises(ProviderError, match=f"could not create virtual machine {spec.name}"):
             await provider.create(spec)
 
