@@ -116,7 +116,8 @@ _VarsDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scal
 
 def _tag_unsafe(value):
     if isinstance(value, str):
-        return _Unsafe(value)
+        # an empty string holds no markup, and Ansible reads ``!unsafe ''`` as null
+        return _Unsafe(value) if value else value
     if isinstance(value, dict):
         return {str(k): _tag_unsafe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

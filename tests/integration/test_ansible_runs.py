@@ -129,10 +129,10 @@ async def test_variables_are_data_never_templates(tmp_path, credentials):
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await configurer.configure(machine, credentials, {"probe": probe, "nested": {"names": [probe, "b"]}})
+        await configurer.configure(machine, credentials, {"probe": probe, "nested": {"names": [probe, "", "b"]}})
     finally:
         watcher.cancel()
-    assert out.read_text() == f"{probe}|{probe},b"
+    assert out.read_text() == f"{probe}|{probe},,b"
     assert not marker.exists()
     assert seen_in_argv == []
     assert list(work.iterdir()) == []

@@ -247,3 +247,22 @@ def test_kill_process_tree_skips_a_reused_pid():
     me = os.getpid()
     processes.kill_process_tree(me, processes.process_start_time(me) + 1)  # same pid, other start time: not ours
     assert processes._alive(me, processes.process_start_time(me))
+
+
+def test_vars_file_reads_back_as_the_same_values(tmp_path):
+    """What ansible-playbook reads from the vars file (Ansible's loader, the one ``-e @file``
+    uses) equals what was written, empty strings included (Ansible reads ``!unsafe ''`` as null).
+    That Ansible does not template the strings is shown by a real run:
+    tests/integration/test_ansible_runs.py::test_variables_are_data_never_templates."""
+    from ansible.parsing.yaml.loader import AnsibleLoader
+
+    from multiplespawner.configurers.ansible import write_vars_file
+
+    variables = {"name": "{{ lookup('pipe', 'id') }}", "empty": "", "list": ["{% x %}", "", "b"],
+                 "nested": {"k": "v"}, "n": 3, "flag": True, "none": None}
+    path = tmp_path / "vars.yml"
+    write_vars_file(path, variables)
+    assert path.stat().st_mode & 0o777 == 0o600
+    loaded = AnsibleLoader(path.read_text()).get_single_data()
+    assert loaded == variables
+    assert "!unsafe" in path.read_text()
