@@ -19,7 +19,7 @@ Each :meth:`AnsibleConfigurer.configure` call:
 
 The variables reach ``ansible-playbook`` as a vars file in the private run directory (0600),
 never on its command line (other users can read every process's argv), and every string in
-them is tagged ``!unsafe``: a user or server name substituted into a template's options is data
+them that could start a Jinja tag is ``!unsafe``: a user or server name substituted into a template's options is data
 for the playbook, and Ansible never evaluates ``{{ ... }}`` or ``{% ... %}`` found in it (that
 would run code on the hub host).
 
@@ -108,16 +108,22 @@ class _Unsafe(str):
 
 
 class _VarsDumper(yaml.SafeDumper):
-    """Writes every string value as ``!unsafe``; mapping keys stay plain variable names."""
+    """Writes :class:`_Unsafe` strings as ``!unsafe``; everything else as safe YAML."""
 
 
 _VarsDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
 
 
+#: what Jinja (as Ansible configures it) starts a tag with: ``{{``, ``{%``, ``{#``
+_JINJA_START = re.compile(r"\{[{%#]")
+
+
 def _tag_unsafe(value):
     if isinstance(value, str):
-        # an empty string holds no markup, and Ansible reads ``!unsafe ''`` as null
-        return _Unsafe(value) if value else value
+        # Only strings that could start a Jinja tag get ``!unsafe``: Ansible resolves the type of
+        # an ``!unsafe`` scalar as if it were plain ('' -> null, '1001' -> 1001, 'true' -> True),
+        # and none of those holds a ``{``.
+        return _Unsafe(value) if _JINJA_START.search(value) else value
     if isinstance(value, dict):
         return {str(k): _tag_unsafe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -127,8 +133,9 @@ def _tag_unsafe(value):
 
 def write_vars_file(path: Path, variables: dict) -> None:
     """Write ``variables`` to ``path`` (created 0600) as an Ansible vars file for ``-e @path``
-    in which every string, at any depth, is ``!unsafe``: Ansible uses it as it is and never
-    templates it."""
+    in which every string, at any depth, is data: those that could start a Jinja tag are
+    ``!unsafe`` (Ansible uses them as they are and never templates them), the others are
+    quoted strings, so every value keeps its type."""
     text = yaml.dump(_tag_unsafe(variables), Dumper=_VarsDumper, default_flow_style=False)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -251,15 +251,17 @@ def test_kill_process_tree_skips_a_reused_pid():
 
 def test_vars_file_reads_back_as_the_same_values(tmp_path):
     """What ansible-playbook reads from the vars file (Ansible's loader, the one ``-e @file``
-    uses) equals what was written, empty strings included (Ansible reads ``!unsafe ''`` as null).
+    uses) equals what was written, with every type kept: Ansible resolves an ``!unsafe`` scalar's
+    type as if it were plain (``!unsafe '1001'`` is an int, ``!unsafe ''`` null).
     That Ansible does not template the strings is shown by a real run:
     tests/integration/test_ansible_runs.py::test_variables_are_data_never_templates."""
     from ansible.parsing.yaml.loader import AnsibleLoader
 
     from multiplespawner.configurers.ansible import write_vars_file
 
-    variables = {"name": "{{ lookup('pipe', 'id') }}", "empty": "", "list": ["{% x %}", "", "b"],
-                 "nested": {"k": "v"}, "n": 3, "flag": True, "none": None}
+    variables = {"name": "{{ lookup('pipe', 'id') }}", "empty": "", "list": ["{% x %}", "", "b", "{#"],
+                 "nested": {"k": "v", "uid": "1001", "yes": "true", "null": "null", "f": "1.5"},
+                 "n": 3, "flag": True, "none": None}
     path = tmp_path / "vars.yml"
     write_vars_file(path, variables)
     assert path.stat().st_mode & 0o777 == 0o600
