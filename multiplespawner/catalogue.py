@@ -58,6 +58,8 @@ DEFAULT_SPAWNER_CLASSES = (
     "default",
     "dockerspawner.DockerSpawner",
     "docker",
+    "dockerspawner.SwarmSpawner",
+    "docker-swarm",
     "kubespawner.KubeSpawner",
     "batchspawner.SlurmSpawner",
     "cloudsshspawner.CloudSSHSpawner",

@@ -8,6 +8,7 @@ container."""
 
 import json
 
+from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
 from tests.fixtures.docker_engine import containers
 from tests.fixtures.procs import wait_until
 from tests.fixtures.swarm import GPU_RESOURCE
@@ -43,6 +44,7 @@ c.JupyterHub.hub_ip = {swarm.gateway!r}
 c.JupyterHub.hub_connect_ip = {swarm.gateway!r}
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}  # always 202, however fast the spawn
 c.MultipleSpawner.catalogue_paths = [{str(cat)!r}]
+c.MultipleSpawner.allowed_spawner_classes = {[*DEFAULT_SPAWNER_CLASSES, "tests.fixtures.swarm.GatewaySwarmSpawner"]!r}
 """, env={**HUB_ENV, "DOCKER_HOST": swarm.base_url})
     hub.create_user("ann")
     r = hub.api("POST", "/users/ann/server",
