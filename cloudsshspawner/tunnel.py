@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
+from .metrics import TUNNEL_RECONNECTS
+
 
 # what opening a listener raises when its port is taken (hub side: OSError; machine side: sshd
 # refuses, which asyncssh reports as ChannelListenError, not an asyncssh.Error)
@@ -261,6 +263,7 @@ class SSHTunnel:
                 self._conn = await self._open_connection()
             except HostKeyError as e:
                 self.failure = e
+                TUNNEL_RECONNECTS.labels(result="host_key_changed").inc()
                 self.log.error("%s; not reconnecting", e)
                 return False
             except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
@@ -269,6 +272,7 @@ class SSHTunnel:
                 delay = min(delay * 2, self.reconnect_max_delay)
                 continue
             self.reconnects += 1
+            TUNNEL_RECONNECTS.labels(result="reconnected").inc()
             self._connected.set()
             self.log.info("SSH connection to %s re-established", self.target)
             return True

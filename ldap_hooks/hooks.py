@@ -58,6 +58,7 @@ from .errors import (
     UserDataError,
     spawn_error,
 )
+from .metrics import measured
 
 # add results that mean "this data is not acceptable" rather than "the setup is broken"
 _REFUSED_DATA = ("invalidAttributeSyntax", "constraintViolation", "invalidDNSyntax", "namingViolation")
@@ -414,6 +415,7 @@ def ldap_options(config) -> LDAP:
     return ldap
 
 
+@measured
 async def setup_ldap_entry_hook(spawner) -> EntryResult:
     """Pre-spawn hook: find or create ``spawner.user``'s LDAP entry (``c.Spawner.pre_spawn_hook``).
 

@@ -38,6 +38,7 @@ import yaml
 
 from .classes import TemplateError, spawner_class_for
 from .legacy_format import translate as translate_legacy
+from .metrics import CATALOGUE_RELOAD_ERRORS
 
 RESOURCE_TYPES = ("local", "container", "virtual_machine", "bare_metal", "batch")
 CATALOGUE_SUFFIXES = (".json", ".yaml", ".yml")
@@ -718,6 +719,7 @@ class CatalogueSource:
         try:
             catalogue = load_catalogue(self.paths, self.policy)
         except CatalogueError as e:
+            CATALOGUE_RELOAD_ERRORS.inc()
             if self.error is None or str(e) != str(self.error):
                 kept = f"keeping version {self.current.version}" if self.current else "no catalogue loaded yet"
                 self.log.error("Template catalogue has errors (%s):\n%s", kept, e)

@@ -49,6 +49,7 @@ from .errors import SpawnException, failed, refused, user_facing
 from .form import options_from_form as form_fields_to_options
 from .form import default_form_template, render_form
 from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
+from .metrics import NO_TEMPLATE, counts_failures, observe_phase
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
@@ -257,6 +258,7 @@ class MultipleSpawner(Spawner):
         # user_options are checked and applied by prepare(), from run_pre_spawn_hook
         return lambda spawner, user_options: None
 
+    @counts_failures
     async def run_pre_spawn_hook(self):
         """Check the choice and build the child (:meth:`prepare`), then run ``pre_spawn_hook``.
 
@@ -383,6 +385,16 @@ class MultipleSpawner(Spawner):
         except TraitError as e:
             raise failed(f"The hub's machine settings are invalid: {e}", "config_error") from e
 
+    @property
+    def metrics_template(self) -> str:
+        """The ``template`` label of this spawn's metrics: the template it names if the
+        catalogue has it, else the one it resolved to, else ``(none)`` (never the user's text)."""
+        name = self.user_options.get("template") if isinstance(self.user_options, dict) else None
+        current = self.catalogue_source.current
+        if isinstance(name, str) and current is not None and name in current.templates:
+            return name
+        return self.choice.template.name if self.choice is not None else NO_TEMPLATE
+
     def _placeholder_values(self, choice: Choice) -> dict[str, str]:
         deployment = choice.deployment or {}
         return {
@@ -451,6 +463,7 @@ class MultipleSpawner(Spawner):
             self.child.port = change.new
 
     # ---- start / poll / stop -----------------------------------------------------------
+    @counts_failures
     async def start(self):
         """Start the child spawner built by :meth:`prepare`; return its URL.
 
@@ -481,6 +494,7 @@ class MultipleSpawner(Spawner):
         self._event(30, f"Starting {type(self.child).__name__}")
         self._child_start_begun = True
         self._events.finish()  # our own phase is over: progress() goes on with the child's events
+        began = time.monotonic()
         try:
             url = await self._start_child()
         except BaseException as e:
@@ -489,6 +503,7 @@ class MultipleSpawner(Spawner):
             if isinstance(e, (asyncio.CancelledError, SpawnException)):
                 raise
             raise self._start_error(e) from e
+        observe_phase(record["template"], record["options"]["provider"], "start", time.monotonic() - began)
         if record.get("lifetime_minutes"):
             self._deadline = time.time() + 60 * record["lifetime_minutes"]
             self._schedule_expiry()

@@ -59,6 +59,7 @@ from traitlets.utils.importstring import import_item
 from ..catalogue import resolve_placeholders
 from ..children import adapter_for
 from ..errors import SpawnError, SpawnException, failed
+from ..metrics import PhaseClock
 from ..providers.base import LABEL_PREFIX, Machine, MachineSpec, ProviderError, Resources
 from ..providers.identity import HUB_LABEL
 from ..providers.registry import available, provider_class
@@ -72,6 +73,7 @@ from .pool import (
     last_config_hash,
     owner,
     pool_host_id,
+    publish_occupancy,
     remember_config_hash,
 )
 from .reaper import reap_once
@@ -263,7 +265,7 @@ class MachineLease:
         is released and :class:`MachineStepError` names the step (a full pool raises
         :class:`PoolFullError` as it is).
         """
-        phase = "create"
+        clock = PhaseClock(self.template_spec["name"], self.deployment["provider"], "create")
         try:
             if self.kind == POOL:
                 if not self.state:
@@ -275,17 +277,18 @@ class MachineLease:
                     self.state["notebook_user"] = machine.ssh_user or _login_name(self.spawner.user.name)
                     name = _machine_name(self.orchestrator.hub_id, self.spawner.user.name, self.spawner.name)
                     credentials = await self._credentials(name, machine.host_public_key)
-                phase = "configure"
-                await self._configure(machine, credentials, event)
-                return self._child_traits(machine, credentials)
-            await reap_once(self.spawner, self.orchestrator)
-            machine, credentials = await self._create(event)
-            phase = "wait"
-            await self._wait(machine, event)
-            phase = "configure"
+            else:
+                await reap_once(self.spawner, self.orchestrator)
+                machine, credentials = await self._create(event)
+                clock.enter("wait")
+                await self._wait(machine, event)
+            clock.enter("configure")
             await self._configure(machine, credentials, event)
+            if self.template_spec.get("configurer"):  # no configurer: no configure phase to time
+                clock.done()
             return self._child_traits(machine, credentials)
         except BaseException as e:
+            phase = clock.phase
             self.log.error("%s: machine %s step failed: %s", self.spawner._log_name, phase, _reason(e))
             await asyncio.shield(self.release())
             if isinstance(e, PoolFullError) or (
@@ -454,6 +457,8 @@ class MachineLease:
                            self.spawner._log_name, machine and machine.get("id"), e)
         finally:
             drop_claim(who)
+            if state.get("kind") == POOL:
+                publish_occupancy(self.spawner, state["deployment"], self.hosts, exclude=who)
             if state.get("credentials"):
                 try:
                     await self.orchestrator.credential_store().remove(state["credentials"])
@@ -479,5 +484,8 @@ def lease_record(lease: MachineLease) -> dict:
 
 def lease_from_record(spawner, orchestrator, record: dict, state: dict | None) -> MachineLease:
     """The lease of a server rebuilt from its record and lease state (after a hub restart)."""
-    return MachineLease(spawner, orchestrator, record["template_spec"], record["deployment"],
-                        record["resources"], state=state)
+    lease = MachineLease(spawner, orchestrator, record["template_spec"], record["deployment"],
+                         record["resources"], state=state)
+    if lease.kind == POOL and lease.held:  # the gauges start empty in a new hub process
+        publish_occupancy(spawner, lease.deployment["name"], lease.hosts)
+    return lease

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 
 from ..errors import SpawnError
+from ..metrics import POOL_HOST_CAPACITY, POOL_HOST_SERVERS
 
 #: the pseudo-provider name of pool hosts in :class:`~multiplespawner.providers.base.Machine` records
 POOL = "pool"
@@ -90,12 +91,23 @@ async def claim_host(spawner, deployment: str, hosts: list[dict]) -> dict:
             host_id = pool_host_id(host)
             if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
                 _CLAIMS[who] = (deployment, host_id)
+                publish_occupancy(spawner, deployment, hosts)
                 return host
         total = sum(int(h.get("capacity", 1)) for h in hosts)
         raise PoolFullError(
             f"All {len(hosts)} hosts of {deployment!r} are in "
             f"use ({total} servers at most); try again later or choose another template."
         )
+
+
+def publish_occupancy(spawner, deployment: str, hosts: list[dict], exclude: str = "") -> None:
+    """Set the occupancy gauges of pool ``deployment``'s ``hosts`` from :func:`pool_usage`
+    (``exclude``: a server being released, whose state still names its host)."""
+    usage = pool_usage(spawner, deployment, exclude=exclude)
+    for host in hosts:
+        host_id = pool_host_id(host)
+        POOL_HOST_SERVERS.labels(deployment=deployment, host=host_id).set(len(usage.get(host_id, ())))
+        POOL_HOST_CAPACITY.labels(deployment=deployment, host=host_id).set(int(host.get("capacity", 1)))
 
 
 def drop_claim(who: str) -> None:

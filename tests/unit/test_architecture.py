@@ -9,7 +9,7 @@ import pytest
 
 SUITE = ("multiplespawner", "cloudsshspawner", "headerauthenticator", "ldap_hooks")
 CATALOGUE_PART = {"multiplespawner", "multiplespawner.catalogue", "multiplespawner.classes",
-                  "multiplespawner.legacy_format"}
+                  "multiplespawner.legacy_format", "multiplespawner.metrics"}
 #: what the template editor's process must never load: spawning, SSH and Docker code
 EDITOR_NEVER = {"asyncssh", "docker", "dockerspawner", "multiplespawner.spawner",
                 "multiplespawner.machines", "cloudsshspawner"}
@@ -47,6 +47,7 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
 
 @pytest.mark.parametrize("code, allowed", [
     pytest.param("import multiplespawner", {"multiplespawner"}, id="package-is-lazy"),
+    pytest.param("import multiplespawner.metrics", {"multiplespawner", "multiplespawner.metrics"}, id="metrics"),
     pytest.param("import multiplespawner.catalogue", CATALOGUE_PART, id="catalogue"),
     pytest.param("import multiplespawner.form", CATALOGUE_PART | {"multiplespawner.form"}, id="form"),
     pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.editor.*"},
