@@ -27,6 +27,7 @@ pytest_plugins = [
     "tests.fixtures.libvirt",
     "tests.fixtures.slurm",
     "tests.fixtures.swarm",
+    "tests.fixtures.prometheus",
 ]
 
 _KINDS = ("unit", "integration", "e2e")
