@@ -24,7 +24,7 @@ run_packages=(python3 python3-venv python3-dev gcc ca-certificates sudo passwd p
 command -v npm >/dev/null || run_packages+=(nodejs npm)
 test_packages=(slapd ldap-utils openssh-server openssh-client nginx-light docker.io chromium
     debootstrap qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config genisoimage
-    iproute2 curl git munge slurm-wlm slurm-client)
+    iproute2 curl git munge slurm-wlm slurm-client prometheus)
 
 packages=("${run_packages[@]}")
 [ "$profile" = test ] && packages+=("${test_packages[@]}")
@@ -37,8 +37,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "== apt: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # --no-install-recommends keeps slapd/docker/chromium lean; nothing is started by this.
+    # --no-install-recommends keeps slapd/docker/chromium lean; nothing is started by this
+    # (except the prometheus service where systemd runs, stopped below).
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Tests start their own Prometheus on loopback. On a host with systemd the package starts its
+# service (all interfaces, port 9090) when it is installed: stop and disable that one we installed.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 if ! command -v configurable-http-proxy >/dev/null; then

@@ -20,6 +20,7 @@ from tests.fixtures.hub import Hub, create_unix_user, remove_unix_user
 from tests.fixtures.prometheus import ScrapeTarget
 
 MOCKSU = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
+DASHBOARD = Path(__file__).resolve().parents[2] / "examples/grafana/multiplespawner-dashboard.json"
 METRICS_TOKEN = secrets.token_hex(32)
 #: the Unix users (and hub users) of this module
 USERS = [f"tm{secrets.token_hex(4)}" for _ in range(2)]
@@ -115,3 +116,17 @@ def test_prometheus_sees_spawns_failures_and_stops(hub, prometheus):
     # no user name in any label of any series the hub exported
     values = {v for series in prometheus.series('{job="jupyterhub"}') for v in series.values()}
     assert values and not [v for v in values if any(user in v for user in USERS)]
+
+
+def test_every_dashboard_query_is_promql_prometheus_accepts(hub, prometheus):
+    """The shipped Grafana dashboard's queries, with its ``$job`` variable set, parse and run;
+    the spawn panels have data from the spawns above."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    results = {}
+    for panel in panels:
+        for target in panel.get("targets", []):
+            results[(panel["title"], target["refId"])] = prometheus.query(target["expr"].replace("$job", "jupyterhub"))
+    assert results[("Running servers", "A")] == {(): 0}
+    assert results[("Users", "A")] == {(): len(USERS)}
+    assert (("template", "mock"),) in results[("Successful spawns per template (per 5 min)", "A")]
+    assert (("reason", "start_failed"),) in results[("Spawn failures by reason (per 5 min)", "A")]

@@ -6,6 +6,8 @@ and after what it does."""
 
 import asyncio
 import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -263,3 +265,32 @@ async def test_user_names_and_user_text_never_become_label_values(tmp_path):
                     seen.add(label_value)
     assert seen - catalogue_names - fixed == set()
     assert {NO_TEMPLATE, "invalid_user_options", "catalogue_error", "ldap_error"} <= seen
+
+
+# ---- the dashboard and the docs ----------------------------------------------------------------
+DASHBOARD = Path(__file__).resolve().parents[2] / "examples/grafana/multiplespawner-dashboard.json"
+DOCS = Path(__file__).resolve().parents[2] / "docs/metrics.md"
+SUITE_PREFIXES = ("multiplespawner_", "cloudsshspawner_", "ldap_hooks_")
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"] for p in panels for t in p.get("targets", [])]
+
+
+def test_the_dashboard_and_the_docs_cover_every_metric_of_the_suite():
+    """Every metric the suite's modules define is on the dashboard and documented; every suite
+    metric the dashboard names is documented (also those of modules not loaded here)."""
+    exposed = {m.name + "_total" if m.type == "counter" else m.name
+               for m in REGISTRY.collect() if m.name.startswith(SUITE_PREFIXES)}
+    assert {"multiplespawner_spawn_phase_duration_seconds", "cloudsshspawner_tunnel_reconnects_total",
+            "ldap_hooks_entry_setup_failures_total"} <= exposed
+    queries = "\n".join(dashboard_queries())
+    docs = DOCS.read_text()
+    for name in exposed:
+        assert name in queries, f"{name} is not on the dashboard"
+        assert f"### `{name}`" in docs or f"`{name}` (" in docs, f"{name} is not documented"
+    named = set(re.findall(r"\b(?:%s)[a-z_]+" % "|".join(SUITE_PREFIXES), queries))
+    for name in named:
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f"`{base}`" in docs, f"the dashboard uses {name}, which docs/metrics.md does not describe"
