@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from jupyterhub import orm
 from jupyterhub.spawner import Spawner, SpawnException
 from prometheus_client import REGISTRY
 from traitlets import Unicode
@@ -23,6 +24,7 @@ from ldap_hooks.metrics import measured
 from multiplespawner.catalogue import CatalogueSource, DEFAULT_SPAWNER_CLASSES
 from multiplespawner.errors import failed, refused
 from multiplespawner.machines import MachineLease, MachineOrchestrator
+from multiplespawner.machines.lifecycle import lease_from_record
 from multiplespawner.metrics import FAILURE_REASONS, NO_TEMPLATE, PhaseClock, failure_reason
 from multiplespawner.spawner import MultipleSpawner
 
@@ -176,6 +178,31 @@ async def test_a_pool_lease_times_its_phases_and_publishes_occupancy():
     assert value(phase, template="pc", provider="pool", phase="configure") == before["configure"]
     await lease.release()
     assert value("multiplespawner_pool_host_servers", **host) == 0
+
+
+async def test_after_a_hub_restart_the_occupancy_comes_from_the_database():
+    """The gauges start empty in a new hub process: restoring a running pool server's lease
+    publishes its pool's occupancy from the servers' states in the hub database."""
+    db = orm.new_session_factory("sqlite://")()
+    deployment = {"name": "restart-pcs", "provider": "pool",
+                  "hosts": [{"address": "127.0.0.3", "host_key": HOST_KEY, "capacity": 3},
+                            {"address": "127.0.0.4", "host_key": HOST_KEY}]}
+    spec = {"name": "pc", "resource_type": "bare_metal", "providers": ["pool"],
+            "spawner": {"class": "cloudsshspawner.CloudSSHSpawner"}}
+    states = {}
+    for name in ("ann", "bob"):
+        user = orm.User(name=name)
+        db.add(user)
+        lease = {"kind": "pool", "deployment": "restart-pcs", "machine": {"id": "127.0.0.3:22"}}
+        states[name] = {"machine": lease}
+        db.add(orm.Spawner(user=user, name="", state=states[name]))
+    db.commit()
+    spawner = SimpleNamespace(user=SimpleNamespace(name="ann"), name="", _deprecated_db_session=db)
+    record = {"template_spec": spec, "deployment": deployment, "resources": {}}
+    lease_from_record(spawner, MachineOrchestrator(), record, states["ann"]["machine"])
+    assert value("multiplespawner_pool_host_servers", deployment="restart-pcs", host="127.0.0.3:22") == 2
+    assert value("multiplespawner_pool_host_servers", deployment="restart-pcs", host="127.0.0.4:22") == 0
+    assert value("multiplespawner_pool_host_capacity", deployment="restart-pcs", host="127.0.0.3:22") == 3
 
 
 # ---- catalogue, tunnel, LDAP hook --------------------------------------------------------------
