@@ -279,7 +279,7 @@ async def test_user_names_and_user_text_never_become_label_values(tmp_path):
     await test_a_pool_lease_times_its_phases_and_publishes_occupancy()
 
     catalogue_names = {"quick", "broken", "misfit", "pc", "clocked", "local", "pool", "libvirt", "lab-pcs",
-                       "127.0.0.2:2222", NO_TEMPLATE}
+                       "127.0.0.2:2222", "restart-pcs", "127.0.0.3:22", "127.0.0.4:22", NO_TEMPLATE}  # this module's
     fixed = {*FAILURE_REASONS, "create", "wait", "configure", "start", "found", "created", "failed",
              "reconnected", "host_key_changed", "other"}
     ours = ("multiplespawner_", "cloudsshspawner_", "ldap_hooks_")
