@@ -1,7 +1,8 @@
 """A real Prometheus scrapes a real hub's ``/hub/metrics`` while servers start, fail and stop,
 and PromQL over Prometheus's HTTP API returns the series and values the suite promises
-(docs/metrics.md). One hub and one Prometheus for the module; servers run JupyterHub's mock
-single-user server as real Unix users.
+(docs/metrics.md). One hub (with ``ldap_hooks`` against a real slapd as its pre-spawn hook) and
+one Prometheus for the module; servers run JupyterHub's mock single-user server as real Unix
+users.
 
 Prometheus logs in as a JupyterHub service whose only scope is ``read:metrics``
 (``authenticate_prometheus`` stays on, as in production).
@@ -18,6 +19,7 @@ import requests
 
 from tests.fixtures.hub import Hub, create_unix_user, remove_unix_user
 from tests.fixtures.prometheus import ScrapeTarget
+from tests.fixtures.slapd import Slapd, ldap_hub_config, ldap_hub_env
 
 MOCKSU = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
 DASHBOARD = Path(__file__).resolve().parents[2] / "examples/grafana/multiplespawner-dashboard.json"
@@ -49,14 +51,21 @@ def catalogue() -> dict:
 
 
 @pytest.fixture(scope="module")
-def hub():
+def directory():
+    server = Slapd().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def hub(directory):
     workdir = Path(tempfile.mkdtemp(prefix="metrics-"))
     workdir.chmod(0o755)
     path = workdir / "catalogue.json"
     path.write_text(json.dumps(catalogue()))
     for user in USERS:
         create_unix_user(user)
-    hub = Hub(hub_config(path))
+    hub = Hub(ldap_hub_config(connect_timeout=2.0) + hub_config(path), env=ldap_hub_env(directory))
     try:
         yield hub.start()
     except BaseException:
@@ -86,7 +95,7 @@ def test_metrics_need_a_token_with_the_read_metrics_scope(hub, prometheus):
     prometheus.wait_for('up{job="jupyterhub"}', {(("instance", f"127.0.0.1:{hub.hub_port}"), ("job", "jupyterhub")): 1})
 
 
-def test_prometheus_sees_spawns_failures_and_stops(hub, prometheus):
+def test_prometheus_sees_spawns_failures_and_stops(hub, prometheus, directory):
     first, second = USERS
     for user in USERS:
         hub.create_user(user)
@@ -101,6 +110,13 @@ def test_prometheus_sees_spawns_failures_and_stops(hub, prometheus):
             hub.wait_for_ready(first, "broken", timeout=60)
     r = hub.api("POST", f"/users/{second}/servers/other", json={"template": first})  # names no template
     assert r.status_code == 400, r.text
+    directory.stop()  # the directory is down: the LDAP hook stops the next spawn (503)
+    try:
+        hub.create_user("ldap-down")
+        r = hub.api("POST", "/users/ldap-down/server", json={"template": "mock"})
+        assert r.status_code == 503, r.text
+    finally:
+        directory.start()
     for user in USERS:
         hub.stop_server(user)
 
@@ -108,14 +124,20 @@ def test_prometheus_sees_spawns_failures_and_stops(hub, prometheus):
                         {(("template", "mock"),): 2})
     prometheus.wait_for("sum by (template, reason) (multiplespawner_spawn_failures_total)",
                         {(("reason", "start_failed"), ("template", "bad-command")): 1,
-                         (("reason", "invalid_user_options"), ("template", "(none)")): 1})
+                         (("reason", "invalid_user_options"), ("template", "(none)")): 1,
+                         (("reason", "ldap_unavailable"), ("template", "mock")): 1})
+    # the LDAP hook: two entries created, one found (the failed start's), one failure
+    prometheus.wait_for("sum by (outcome) (ldap_hooks_entry_setup_duration_seconds_count)",
+                        {(("outcome", "created"),): 2, (("outcome", "found"),): 1, (("outcome", "failed"),): 1})
+    prometheus.wait_for("sum by (reason) (ldap_hooks_entry_setup_failures_total) > 0",
+                        {(("reason", "ldap_unavailable"),): 1})
     prometheus.wait_for('sum(jupyterhub_running_servers{job="jupyterhub"})', {(): 0})
     assert prometheus.query('max_over_time(jupyterhub_running_servers{job="jupyterhub"}[10m])') == {
         (("instance", f"127.0.0.1:{hub.hub_port}"), ("job", "jupyterhub")): 2}
 
     # no user name in any label of any series the hub exported
     values = {v for series in prometheus.series('{job="jupyterhub"}') for v in series.values()}
-    assert values and not [v for v in values if any(user in v for user in USERS)]
+    assert values and not [v for v in values if any(user in v for user in [*USERS, "ldap-down"])]
 
 
 def test_every_dashboard_query_is_promql_prometheus_accepts(hub, prometheus):
@@ -127,6 +149,6 @@ def test_every_dashboard_query_is_promql_prometheus_accepts(hub, prometheus):
         for target in panel.get("targets", []):
             results[(panel["title"], target["refId"])] = prometheus.query(target["expr"].replace("$job", "jupyterhub"))
     assert results[("Running servers", "A")] == {(): 0}
-    assert results[("Users", "A")] == {(): len(USERS)}
+    assert results[("Users", "A")] == {(): len(USERS) + 1}  # and ldap-down
     assert (("template", "mock"),) in results[("Successful spawns per template (per 5 min)", "A")]
     assert (("reason", "start_failed"),) in results[("Spawn failures by reason (per 5 min)", "A")]
