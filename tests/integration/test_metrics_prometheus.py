@@ -51,10 +51,11 @@ def catalogue() -> dict:
 
 
 @pytest.fixture(scope="module")
-def directory():
-    server = Slapd().start()
-    yield server
-    server.cleanup()
+def directory(request):
+    """slapd for the hub's LDAP hook; the test stops and starts it."""
+    server = Slapd()
+    request.addfinalizer(server.cleanup)
+    return server.start()
 
 
 @pytest.fixture(scope="module")
