@@ -538,6 +538,23 @@ def _configurer_problems(spec: dict, filename: str, path: list, policy: Catalogu
     return problems
 
 
+def _quota_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+    """``per: group`` needs the template's ``access.groups``; ``queue`` and ``per`` need ``running``."""
+    quota = spec.get("quota")
+    if quota is None:
+        return []
+    path = path + ["quota"]
+    problems = []
+    if quota.get("per") == "group" and not spec.get("access", {}).get("groups"):
+        problems.append(Problem(filename, _json_path(path + ["per"]),
+                                "per: group counts places per group of access.groups, and this template lists none"))
+    for key in ("queue", "per", "queue_timeout"):
+        if key in quota and "running" not in quota:
+            problems.append(Problem(filename, _json_path(path + [key]),
+                                    f"{key} needs running (the number of places)"))
+    return problems
+
+
 def _jinja_problems(value: Any, filename: str, path: list) -> list[Problem]:
     if isinstance(value, str):
         if _JINJA_RE.search(value):
@@ -603,6 +620,7 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
             problems += _spawner_class_problems(spec, filename, path, policy, check_class)
             problems += _configurer_problems(spec, filename, path, policy)
+            problems += _quota_problems(spec, filename, path)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename

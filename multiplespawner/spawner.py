@@ -42,6 +42,7 @@ from .catalogue import (
     resolve_placeholders,
     shared_source,
 )
+from .admission import Place, admission_for
 from .children import adapter_for
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
@@ -167,6 +168,7 @@ class MultipleSpawner(Spawner):
     _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
     _deadline: float | None = None
     _expiry_handle: asyncio.TimerHandle | None = None
+    quota_place: Place | None = None  # the quota place this server holds (see admission.py)
 
     def __init__(self, **kwargs):
         self._events = ProgressEvents()
@@ -266,8 +268,11 @@ class MultipleSpawner(Spawner):
         """
         try:
             await self.prepare(self.user_options)
+            place = await admission_for(self.user).admit(self, self.choice.template, self.user.name,
+                                                         self._user_identity()["groups"], lambda m: self._event(5, m))
         except SpawnException as e:
             raise user_facing(e)
+        self._record["quota_place"] = place.to_record()
         await maybe_future(super().run_pre_spawn_hook())
 
     async def prepare(self, user_options: dict | None) -> None:
@@ -536,8 +541,10 @@ class MultipleSpawner(Spawner):
         if self._deadline is not None and self._expiry_handle is None:
             self._schedule_expiry()  # state was loaded before the event loop ran
         status = await maybe_future(self.child.poll())
-        if status is not None and self.machine is not None and not self._spawn_pending:
-            await self.machine.release()  # the hub calls no stop() for a server found gone
+        if status is not None and not self._spawn_pending:
+            admission_for(self.user).release(self)  # the hub calls no stop() for a server found gone
+            if self.machine is not None:
+                await self.machine.release()
         return status
 
     async def stop(self, now=False):
@@ -549,6 +556,7 @@ class MultipleSpawner(Spawner):
         finally:
             if self.machine is not None:
                 await self.machine.release()
+            admission_for(self.user).release(self)
         self._deadline = None
 
     async def delete_forever(self):
@@ -611,10 +619,15 @@ class MultipleSpawner(Spawner):
                 pass  # no running loop yet: the first machine creation reaps
         if self._deadline is not None:
             self._schedule_expiry()
+        if record.get("quota_place"):
+            place = Place.from_record(record["template"], self.user.name, record["quota_place"])
+            admission_for(self.user).restored(self, place)
 
     def clear_state(self):
         super().clear_state()
         self._cancel_expiry()
+        if self.quota_place is not None:
+            admission_for(self.user).release(self)
         if self.child is not None:
             self.child.clear_state()
         self.child = None
