@@ -27,7 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
 
 from .catalogue import Template
 from .errors import SpawnError
@@ -43,16 +44,9 @@ RECENT_SESSIONS = 20
 #: groups (listed in ``access.users``, or admins); a ``per: template`` quota has only this one.
 OTHERS = ""
 
-RUNNING_SERVERS = Gauge(
-    "multiplespawner_running_servers",
-    "Servers holding a place of a template (starting or running)",
-    ["template"],
-)
-QUEUE_LENGTH = Gauge(
-    "multiplespawner_queue_length",
-    "Spawns waiting in a template's line for a place",
-    ["template"],
-)
+#: The gauges (name, help), computed when scraped (see :class:`_Gauges`).
+RUNNING_SERVERS = ("multiplespawner_running_servers", "Servers holding a place of a template (starting or running)")
+QUEUE_LENGTH = ("multiplespawner_queue_length", "Spawns waiting in a template's line for a place")
 
 
 @dataclass(frozen=True)
@@ -111,6 +105,10 @@ class Place:
 def over_quota(message: str, reason: str = "quota") -> SpawnError:
     """A spawn refused for want of a place: 429 (too many requests), nothing started."""
     return SpawnError(message, reason=reason, status_code=429)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
 
 
 def ordinal(n: int) -> str:
@@ -179,11 +177,15 @@ class AdmissionControl:
                     counts[pool] = counts.get(pool, 0) + 1
                     line.remove(waiter)
                 waiter.wake.set()
-        self._update_gauges(template)
 
-    def _update_gauges(self, template: str) -> None:
-        RUNNING_SERVERS.labels(template=template).set(len(self.held(template)))
-        QUEUE_LENGTH.labels(template=template).set(len(self.line(template)))
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Template -> (places held, spawns waiting), for every template seen since the hub started."""
+        found = {t: [0, len(line)] for t, line in self._lines.items()}
+        for spawner in self._census():
+            place = getattr(spawner, "quota_place", None)
+            if place is not None:
+                found.setdefault(place.template, [0, 0])[0] += 1
+        return {t: (held, waiting) for t, (held, waiting) in found.items()}
 
     # ---- admission ---------------------------------------------------------------------
     async def admit(self, holder, template: Template, user: str, groups: Iterable[str],
@@ -213,7 +215,6 @@ class AdmissionControl:
             return holder.quota_place
         if not quota.queue:
             line.remove(waiter)
-            self._update_gauges(template)
             raise over_quota(f"{display} is full: all {self._capacity(quota, waiter)} places are in use. "
                              "Try again when a server of it has stopped.")
         loop = asyncio.get_running_loop()
@@ -227,7 +228,7 @@ class AdmissionControl:
                 remaining = give_up - loop.time()
                 if remaining <= 0:
                     raise over_quota(
-                        f"Gave up waiting for a place of {display} after {quota.queue_timeout / 60:g} min "
+                        f"Gave up waiting for a place of {display} after {_duration(quota.queue_timeout)} "
                         "(the template's queue_timeout). Try again later.", reason="queue_timeout")
                 waiter.wake.clear()
                 try:
@@ -256,7 +257,7 @@ class AdmissionControl:
     def restored(self, holder, place: Place) -> None:
         """A server found again after a hub restart holds ``place`` again."""
         holder.quota_place = place
-        self._update_gauges(place.template)
+        self.line(place.template)  # seen: its gauges are exported from now on
 
     # ---- position and estimate ---------------------------------------------------------
     def position_message(self, template: str, waiter: _Waiter) -> str:
@@ -320,6 +321,33 @@ def _active_spawners(users) -> Iterable[object]:
 
 
 _CONTROLS: dict[int, tuple[object, AdmissionControl]] = {}
+
+
+class _Gauges:
+    """``multiplespawner_running_servers{template}`` and ``multiplespawner_queue_length{template}``
+    in prometheus_client's default registry (the hub serves it at /metrics), counted from the
+    hub's spawners when scraped, so they are right after a restart too. Label values are
+    template names from the catalogue, never user names."""
+
+    def describe(self):
+        return [GaugeMetricFamily(*RUNNING_SERVERS, labels=["template"]),
+                GaugeMetricFamily(*QUEUE_LENGTH, labels=["template"])]
+
+    def collect(self):
+        running, queue = self.describe()
+        totals: dict[str, list[int]] = {}
+        for _, control in list(_CONTROLS.values()):
+            for template, (held, waiting) in control.counts().items():
+                total = totals.setdefault(template, [0, 0])
+                total[0] += held
+                total[1] += waiting
+        for template, (held, waiting) in sorted(totals.items()):
+            running.add_metric([template], held)
+            queue.add_metric([template], waiting)
+        return [running, queue]
+
+
+REGISTRY.register(_Gauges())
 
 
 def admission_for(user) -> AdmissionControl:

@@ -54,7 +54,7 @@ async def test_places_are_taken_atomically_and_the_rest_refused_with_429():
     assert len(taken) == 2 and len(refused) == 18
     assert {e.status_code for e in refused} == {429}
     assert refused[0].message == "GPU notebook is full: all 2 places are in use. Try again when a server of it has stopped."
-    assert REGISTRY.get_sample_value("multiplespawner_running_servers", {"template": "gpu"}) == 2
+    assert ctl.counts() == {"gpu": (2, 0)}
 
 
 async def test_the_line_admits_in_order_of_arrival_as_places_free():
@@ -71,7 +71,7 @@ async def test_the_line_admits_in_order_of_arrival_as_places_free():
     await asyncio.sleep(0.01)
     assert [m[-1].split(",")[0] for m in messages] == ["1st in line for GPU notebook", "2nd in line for GPU notebook",
                                                        "3rd in line for GPU notebook"]
-    assert REGISTRY.get_sample_value("multiplespawner_queue_length", {"template": "gpu"}) == 3
+    assert ctl.counts() == {"gpu": (1, 3)}
     order = []
     current = first
     for _ in waiters:
@@ -161,6 +161,27 @@ async def test_places_held_before_a_restart_count():
         await admit(ctl, holder(holders), t, user="bob")
     ctl.release(restored)
     assert (await admit(ctl, holder(holders), t, user="bob")).user == "bob"
+
+
+async def test_the_gauges_count_the_hubs_spawners_when_scraped():
+    """One control per hub users dict; the gauges are read from the spawners, not remembered."""
+    spawners = {}
+    user = SimpleNamespace(name="ann", settings={"users": {"ann": SimpleNamespace(spawners=spawners)}})
+    ctl = adm.admission_for(user)
+    assert adm.admission_for(user) is ctl
+    for name in ("a", "b"):
+        spawners[name] = SimpleNamespace(quota_place=None, active=True)
+    await admit(ctl, spawners["a"], spec({"running": 1, "queue": True}, name="scraped"))
+    waiting = asyncio.ensure_future(admit(ctl, spawners["b"], spec({"running": 1, "queue": True}, name="scraped")))
+    await asyncio.sleep(0.01)
+
+    def sample(name):
+        return REGISTRY.get_sample_value(name, {"template": "scraped"})
+    assert (sample("multiplespawner_running_servers"), sample("multiplespawner_queue_length")) == (1, 1)
+    spawners["a"].active = False  # gone without a release: the next scrape knows
+    spawners["a"].quota_place = None
+    assert sample("multiplespawner_running_servers") == 0
+    waiting.cancel()
 
 
 def test_estimates_from_deadlines_typical_sessions_and_lifetime():
