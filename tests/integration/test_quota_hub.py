@@ -9,6 +9,8 @@ servers; after a hub restart the running servers still hold their places, waiter
 """
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +46,9 @@ def hub(tmp_path_factory):
             template("line", {"running": 1, "queue": True, "queue_timeout": 600}, folder),
             template("brief", {"running": 1, "queue": True, "queue_timeout": 3}, folder),
             template("solo", {"per_user": 1}, folder),
+            template("gone", {"running": 1, "queue": True}, folder),
+            {**template("broken", {"running": 1}, folder),
+             "spawner": {"class": SIMPLE, "kwargs": {"cmd": [str(folder / "no-such-program")]}}},
         ],
     }))
     hub = Hub(f"""
@@ -52,7 +57,17 @@ c.JupyterHub.allow_named_servers = True
 c.JupyterHub.authenticate_prometheus = False
 c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
 c.MultipleSpawner.allowed_spawner_classes = {[*DEFAULT_SPAWNER_CLASSES, SIMPLE]!r}
+c.Spawner.poll_interval = 2
+
+
+def mark(spawner):  # stands for an LDAP account being made: must not run for a refused spawn
+    with open({str(folder / "hooked")!r}, "a") as f:
+        print(spawner.user.name, file=f)
+
+
+c.Spawner.pre_spawn_hook = mark
 """)
+    hub.hooked = folder / "hooked"
     try:
         yield hub.start()
     finally:
@@ -111,6 +126,8 @@ def test_twenty_concurrent_spawns_for_two_places(quota_hub):
     running = [u for u in users if hub.server_model(u)]
     assert sorted(running) == sorted(started)
     assert gauge(hub, "multiplespawner_running_servers", "pair") == 2
+    # the refused spawns ran no pre_spawn_hook
+    assert sorted(hub.hooked.read_text().split()) == sorted(started)
     # a stop gives the place back
     hub.stop_server(started[0])
     newcomer = next(u for u in users if u not in started)
@@ -207,3 +224,21 @@ def test_after_a_restart_running_servers_keep_their_places_and_waiters_start_aga
     hub.wait_for_ready("rlate", timeout=60)
     thread.join(timeout=30)
     assert answer["r"].status_code in (201, 202)
+
+
+def test_places_come_back_from_servers_found_gone_and_from_failed_spawns(quota_hub):
+    hub = quota_hub
+    for user in ("gholder", "gwaiter", "fa", "fb"):
+        hub.create_user(user)
+    pid = hub.spawn("gholder", user_options={"template": "gone"})["state"]["child_state"]["pid"]
+    thread, answer = in_background(hub, "gwaiter", "gone")
+    wait_until(lambda: gauge(hub, "multiplespawner_queue_length", "gone") == 1, timeout=30, message="waiting")
+    os.kill(pid, signal.SIGTERM)  # the holder's server dies; the hub's poll finds it gone
+    hub.wait_for_ready("gwaiter", timeout=60)
+    assert hub.server_model("gholder") is None
+    thread.join(timeout=30)
+    # a spawn that fails to start gives its place back: the next one fails the same way, not 429
+    for user in ("fa", "fb"):
+        r = post(hub, user, "broken")
+        assert r.status_code == 500 and "The start step failed" in r.json()["message"], r.text
+    assert gauge(hub, "multiplespawner_running_servers", "broken") == 0
