@@ -2,7 +2,9 @@
 JupyterHub's mock single-user server run by SimpleLocalProcessSpawner, so no Unix accounts).
 
 20 concurrent REST spawns for 2 places: exactly 2 run, 18 are refused with 429 and a message;
-the line admits in order of arrival as places free and reports positions; a waiter can cancel;
+the line admits in order of arrival as places free and reports positions, and a wait longer
+than the hub's start_timeout does not fail the spawn; a waiter can cancel; places come back
+from servers found gone by poll and from failed spawns;
 ``queue_timeout`` ends a wait with its message; a per-user cap cannot be bypassed with named
 servers; after a hub restart the running servers still hold their places, waiters are gone
 (their users start again) and the line works on.
@@ -34,6 +36,15 @@ def template(name, quota, home):
                                                     "home_dir_template": f"{home}/{{username}}"}}}
 
 
+def with_kwargs(spec, **kwargs):
+    spec["spawner"]["kwargs"].update(kwargs)
+    return spec
+
+
+#: the "line" template's child start_timeout; the hub's is 10 s more (HUB_TIMEOUT_MARGIN)
+LINE_START_TIMEOUT = 15
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quota")
@@ -43,7 +54,8 @@ def hub(tmp_path_factory):
         "deployments": {"local": [{"name": "hub-host", "provider": "local"}]},
         "templates": [
             template("pair", {"running": 2}, folder),
-            template("line", {"running": 1, "queue": True, "queue_timeout": 600}, folder),
+            with_kwargs(template("line", {"running": 1, "queue": True, "queue_timeout": 600}, folder),
+                        start_timeout=LINE_START_TIMEOUT),
             template("brief", {"running": 1, "queue": True, "queue_timeout": 3}, folder),
             template("solo", {"per_user": 1}, folder),
             template("gone", {"running": 1, "queue": True}, folder),
@@ -134,13 +146,14 @@ def test_twenty_concurrent_spawns_for_two_places(quota_hub):
     assert post(hub, newcomer, "pair").status_code in (201, 202)
 
 
-def test_the_line_admits_in_order_reports_positions_and_lets_a_waiter_cancel(quota_hub):
+def test_the_line_admits_in_order_outlasts_start_timeout_and_lets_a_waiter_cancel(quota_hub):
     hub = quota_hub
     first, *waiting = users = ["lfirst", "lb", "lc", "ld"]
     for user in users:
         hub.create_user(user)
     hub.spawn(first, user_options={"template": "line"})
     threads = {}
+    queued_at = time.monotonic()
     for n, user in enumerate(waiting, start=1):
         threads[user] = in_background(hub, user, "line")
         wait_until(lambda: gauge(hub, "multiplespawner_queue_length", "line") == n, timeout=30,
@@ -158,6 +171,9 @@ def test_the_line_admits_in_order_reports_positions_and_lets_a_waiter_cancel(quo
     assert gauge(hub, "multiplespawner_queue_length", "line") == 2
     wait_until(lambda: "ld: 2nd in line for Line notebook" in hub.log_text(), timeout=15, message="ld moved up")
 
+    # waiting longer than the hub's start_timeout does not fail a spawn: the wait is not timed
+    time.sleep(max(0.0, LINE_START_TIMEOUT + 12 - (time.monotonic() - queued_at)))
+    assert hub.server_model("lb")["pending"] == "spawn"
     # places free one at a time and go to the waiters in order of arrival
     hub.stop_server(first)
     hub.wait_for_ready("lb", timeout=60)
