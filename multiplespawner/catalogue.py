@@ -576,8 +576,9 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
     class (by default :func:`~multiplespawner.classes.spawner_class_for`: the class imports
     and is a concrete Spawner; a process that never spawns passes
     :func:`~multiplespawner.classes.locate_spawner_class`: found, not imported), configurer
-    options choose no hub paths and hold no Jinja. Raises :class:`CatalogueError` listing
-    every problem.
+    options choose no hub paths and hold no Jinja, a ``quota`` is coherent (``per: group``
+    with ``access.groups``; ``queue``, ``per`` and ``queue_timeout`` with ``running``).
+    Raises :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}

@@ -8,6 +8,8 @@ The life of one server:
    the current catalogue and refuses bad ones with a 400. It then builds the child spawner
    from the template: config < ``group_overrides`` < the template's ``spawner.kwargs`` < the
    chosen resources. The child's ``start_timeout``/``http_timeout`` are the ones that count.
+   Then the template's quota admits the spawn, refuses it (429) or lets it wait in line
+   (admission.py), still before ``pre_spawn_hook``.
 2. :meth:`start` hands the environment (including what ``pre_spawn_hook`` added) to the child
    and starts it within the child's ``start_timeout``; a failure or timeout becomes a
    ``SpawnException`` naming the step and the reason. The session deadline is set when the
