@@ -356,9 +356,9 @@ def admission_for(user) -> AdmissionControl:
     A user outside a hub (no ``settings``) gets one that sees only that user's spawners.
     """
     users = (getattr(user, "settings", None) or {}).get("users")
-    if users is None:
-        users = {user.name: user}
-    found = _CONTROLS.get(id(users))
-    if found is None or found[0] is not users:
-        found = _CONTROLS[id(users)] = (users, AdmissionControl(lambda: _active_spawners(users)))
+    owner = users if users is not None else user
+    found = _CONTROLS.get(id(owner))
+    if found is None or found[0] is not owner:
+        users = users if users is not None else {user.name: user}
+        found = _CONTROLS[id(owner)] = (owner, AdmissionControl(lambda: _active_spawners(users)))
     return found[1]
