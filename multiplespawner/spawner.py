@@ -550,10 +550,12 @@ class MultipleSpawner(Spawner):
         return status
 
     async def stop(self, now=False):
-        """Stop the child (if any) and the session timer."""
+        """Stop the child (if its start began, here or before a hub restart), the session
+        timer, the machine and the quota place. A spawn refused or cancelled before the child's
+        start (over quota, in line) has nothing of the child's to stop."""
         self._cancel_expiry()
         try:
-            if self.child is not None:
+            if self.child is not None and self._child_start_begun:  # else nothing of the child runs
                 await maybe_future(self.child.stop(now=now))
         finally:
             if self.machine is not None:
@@ -613,6 +615,7 @@ class MultipleSpawner(Spawner):
         if self.child is not None:
             self.child.load_state(state.get("child_state", {}))
             self._adopt_child_timeouts()
+            self._child_start_begun = True  # a server that was started: stop() stops the child
         if record.get("machine_source"):
             self.machine = lease_from_record(self, self._orchestrator, record["machine_source"], state.get("machine"))
             try:
