@@ -177,11 +177,14 @@ async def test_the_gauges_count_the_hubs_spawners_when_scraped():
 
     def sample(name):
         return REGISTRY.get_sample_value(name, {"template": "scraped"})
-    assert (sample("multiplespawner_running_servers"), sample("multiplespawner_queue_length")) == (1, 1)
-    spawners["a"].active = False  # gone without a release: the next scrape knows
-    spawners["a"].quota_place = None
-    assert sample("multiplespawner_running_servers") == 0
-    waiting.cancel()
+    try:
+        assert (sample("multiplespawner_running_servers"), sample("multiplespawner_queue_length")) == (1, 1)
+        spawners["a"].active = False  # gone without a release: the next scrape knows
+        spawners["a"].quota_place = None
+        assert sample("multiplespawner_running_servers") == 0
+    finally:
+        waiting.cancel()
+        del adm._CONTROLS[id(user.settings["users"])]  # no made-up template in later tests' scrapes
 
 
 def test_estimates_from_deadlines_typical_sessions_and_lifetime():
