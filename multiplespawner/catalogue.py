@@ -539,6 +539,23 @@ def _configurer_problems(spec: dict, filename: str, path: list, policy: Catalogu
     return problems
 
 
+def _quota_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+    """``per: group`` needs the template's ``access.groups``; ``queue`` and ``per`` need ``running``."""
+    quota = spec.get("quota")
+    if quota is None:
+        return []
+    path = path + ["quota"]
+    problems = []
+    if quota.get("per") == "group" and not spec.get("access", {}).get("groups"):
+        problems.append(Problem(filename, _json_path(path + ["per"]),
+                                "per: group counts places per group of access.groups, and this template lists none"))
+    for key in ("queue", "per", "queue_timeout"):
+        if key in quota and "running" not in quota:
+            problems.append(Problem(filename, _json_path(path + [key]),
+                                    f"{key} needs running (the number of places)"))
+    return problems
+
+
 def _jinja_problems(value: Any, filename: str, path: list) -> list[Problem]:
     if isinstance(value, str):
         if _JINJA_RE.search(value):
@@ -560,8 +577,9 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
     class (by default :func:`~multiplespawner.classes.spawner_class_for`: the class imports
     and is a concrete Spawner; a process that never spawns passes
     :func:`~multiplespawner.classes.locate_spawner_class`: found, not imported), configurer
-    options choose no hub paths and hold no Jinja. Raises :class:`CatalogueError` listing
-    every problem.
+    options choose no hub paths and hold no Jinja, a ``quota`` is coherent (``per: group``
+    with ``access.groups``; ``queue``, ``per`` and ``queue_timeout`` with ``running``).
+    Raises :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
     deployments: dict[str, list[dict]] = {}
@@ -604,6 +622,7 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
             problems += _placeholder_problems(spec.get("spawner", {}), filename, path + ["spawner"])
             problems += _spawner_class_problems(spec, filename, path, policy, check_class)
             problems += _configurer_problems(spec, filename, path, policy)
+            problems += _quota_problems(spec, filename, path)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename

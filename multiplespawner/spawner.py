@@ -8,6 +8,8 @@ The life of one server:
    the current catalogue and refuses bad ones with a 400. It then builds the child spawner
    from the template: config < ``group_overrides`` < the template's ``spawner.kwargs`` < the
    chosen resources. The child's ``start_timeout``/``http_timeout`` are the ones that count.
+   Then the template's quota admits the spawn, refuses it (429) or lets it wait in line
+   (admission.py), still before ``pre_spawn_hook``.
 2. :meth:`start` hands the environment (including what ``pre_spawn_hook`` added) to the child
    and starts it within the child's ``start_timeout``; a failure or timeout becomes a
    ``SpawnException`` naming the step and the reason. The session deadline is set when the
@@ -42,6 +44,7 @@ from .catalogue import (
     resolve_placeholders,
     shared_source,
 )
+from .admission import Place, admission_for
 from .children import adapter_for
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
@@ -168,6 +171,7 @@ class MultipleSpawner(Spawner):
     _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
     _deadline: float | None = None
     _expiry_handle: asyncio.TimerHandle | None = None
+    quota_place: Place | None = None  # the quota place this server holds (see admission.py)
 
     def __init__(self, **kwargs):
         self._events = ProgressEvents()
@@ -268,8 +272,11 @@ class MultipleSpawner(Spawner):
         """
         try:
             await self.prepare(self.user_options)
+            place = await admission_for(self.user).admit(self, self.choice.template, self.user.name,
+                                                         self._user_identity()["groups"], lambda m: self._event(5, m))
         except SpawnException as e:
             raise user_facing(e)
+        self._record["quota_place"] = place.to_record()
         await maybe_future(super().run_pre_spawn_hook())
 
     async def prepare(self, user_options: dict | None) -> None:
@@ -551,19 +558,24 @@ class MultipleSpawner(Spawner):
         if self._deadline is not None and self._expiry_handle is None:
             self._schedule_expiry()  # state was loaded before the event loop ran
         status = await maybe_future(self.child.poll())
-        if status is not None and self.machine is not None and not self._spawn_pending:
-            await self.machine.release()  # the hub calls no stop() for a server found gone
+        if status is not None and not self._spawn_pending:
+            admission_for(self.user).release(self)  # the hub calls no stop() for a server found gone
+            if self.machine is not None:
+                await self.machine.release()
         return status
 
     async def stop(self, now=False):
-        """Stop the child (if any) and the session timer."""
+        """Stop the child (if its start began, here or before a hub restart), the session
+        timer, the machine and the quota place. A spawn refused or cancelled before the child's
+        start (over quota, in line) has nothing of the child's to stop."""
         self._cancel_expiry()
         try:
-            if self.child is not None:
+            if self.child is not None and self._child_start_begun:  # else nothing of the child runs
                 await maybe_future(self.child.stop(now=now))
         finally:
             if self.machine is not None:
                 await self.machine.release()
+            admission_for(self.user).release(self)
         self._deadline = None
 
     async def delete_forever(self):
@@ -618,6 +630,7 @@ class MultipleSpawner(Spawner):
         if self.child is not None:
             self.child.load_state(state.get("child_state", {}))
             self._adopt_child_timeouts()
+            self._child_start_begun = True  # a server that was started: stop() stops the child
         if record.get("machine_source"):
             self.machine = lease_from_record(self, self._orchestrator, record["machine_source"], state.get("machine"))
             try:
@@ -626,10 +639,15 @@ class MultipleSpawner(Spawner):
                 pass  # no running loop yet: the first machine creation reaps
         if self._deadline is not None:
             self._schedule_expiry()
+        if record.get("quota_place"):
+            place = Place.from_record(record["template"], self.user.name, record["quota_place"])
+            admission_for(self.user).restored(self, place)
 
     def clear_state(self):
         super().clear_state()
         self._cancel_expiry()
+        if self.quota_place is not None:
+            admission_for(self.user).release(self)
         if self.child is not None:
             self.child.clear_state()
         self.child = None

@@ -18,6 +18,9 @@ still come from the operator's allow-lists, which the catalogue enforces for eve
 ``lifetime_minutes``   at most the operator's limit
 ``environment``        entries whose names match the operator's pattern
 ``spawner.kwargs``     only ``image``, and only to an image on the operator's list
+``quota``              tightened only: ``running`` and ``per_user`` lowered, a quota added,
+                       ``per: group`` turned into ``per: template``; ``queue`` and
+                       ``queue_timeout`` freely. Never removed or raised.
 everything else        (``spawner.class``, other kwargs, ``configurer``, ``authenticator``,
                        ``resource_type``, ``providers``, ``requires``): unscoped editors only
 =====================  ====================================================================
@@ -25,7 +28,9 @@ everything else        (``spawner.class``, other kwargs, ``configurer``, ``authe
 A course editor creates a template as a copy of one of theirs: its ``resource_type``,
 ``providers``, ``requires``, ``spawner``, ``configurer`` and ``authenticator`` must equal those
 of a template they may edit, and every other field is checked as a change from that template's
-``access`` (and from nothing else). A course editor may delete a template of theirs.
+``access`` and ``quota`` (and from nothing else); a template with a ``quota`` cannot be copied
+by a course editor, since each template's places are its own and a copy would add places.
+A course editor may delete a template of theirs.
 :meth:`Editor.refusals` lists every refused field with the permission it needs.
 """
 
@@ -102,6 +107,9 @@ class Editor:
             f"a course editor creates a template as a copy of one of theirs: {', '.join(_COPIED_FIELDS)} "
             f"must equal those of a template tagged {mine}; anything else needs the unrestricted "
             f"{EDIT_SCOPE} permission"]
+        if before is None and old is not None and "quota" in old:
+            problems.append(f"quota: a copy of a template with a quota would add places; creating it needs "
+                            f"the unrestricted {EDIT_SCOPE} permission")
         old = old or {}
         for key in sorted(set(old) | set(after), key=str):
             if key in _FREE_FIELDS or old.get(key) == after.get(key):
@@ -116,7 +124,7 @@ class Editor:
         """The fields a new template takes from the template of ``existing`` it copies."""
         for spec in existing:
             if self.may_edit(spec) and all(spec.get(k) == after.get(k) for k in _COPIED_FIELDS):
-                return {k: spec[k] for k in (*_COPIED_FIELDS, "access") if k in spec}
+                return {k: spec[k] for k in (*_COPIED_FIELDS, "access", "quota") if k in spec}
         return None
 
 
@@ -232,6 +240,23 @@ def _spawner(editor: Editor, old, new, rules: CourseRules) -> str | None:
     return None
 
 
+def _quota(editor: Editor, old, new, rules: CourseRules) -> str | None:
+    """A course editor may tighten a quota, never loosen it (see the module's table)."""
+    loosen = f"raising or removing a quota needs the unrestricted {EDIT_SCOPE} permission"
+    if new is None:
+        return loosen
+    if not isinstance(new, dict):
+        return "must be a mapping"
+    if not isinstance(old, dict):
+        return None  # a new quota only restricts
+    if old.get("per", "template") == "template" and new.get("per", "template") != "template":
+        return f"per: group gives every group its own places; {loosen}"
+    for key in ("running", "per_user"):
+        if key in old and not (_number(new.get(key)) and new[key] <= old[key]):
+            return f"{key} may only be lowered (from {old[key]}); {loosen}"
+    return None
+
+
 _FIELD_CHECKS = {
     "tags": _tags,
     "access": _access,
@@ -239,6 +264,7 @@ _FIELD_CHECKS = {
     "lifetime_minutes": _lifetime,
     "environment": _environment,
     "spawner": _spawner,
+    "quota": _quota,
 }
 
 

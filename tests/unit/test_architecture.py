@@ -57,6 +57,8 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
                                    "multiplespawner.children.*",
                                    "multiplespawner.providers.*", "multiplespawner.configurers.*", "cloudsshspawner.*"},
                  id="machines"),
+    pytest.param("import multiplespawner.admission",
+                 CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.admission"}, id="admission"),
     pytest.param("import multiplespawner.children", {"multiplespawner", "multiplespawner.classes", "multiplespawner.children.*"},
                  id="children-load-no-child-package"),
     pytest.param("import cloudsshspawner", {"cloudsshspawner.*"}, id="cloudsshspawner"),

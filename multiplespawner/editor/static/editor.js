@@ -96,6 +96,8 @@ function fill(spec) {
   $("field-cpu-default").value = cpu.default ?? "";
   $("field-cpu-max").value = cpu.max ?? "";
   $("field-lifetime-max").value = (spec.lifetime_minutes || {}).max ?? "";
+  $("field-quota-running").value = (spec.quota || {}).running ?? "";
+  $("field-quota-queue").checked = (spec.quota || {}).queue === true;
   $("field-enabled").checked = spec.enabled !== false;
 }
 
@@ -137,6 +139,10 @@ function specFromForm() {
     if (life.default === undefined && life.max !== undefined) life.default = life.max;
     spec.lifetime_minutes = life;
   }
+  const quota = { ...(spec.quota || {}) };
+  setOrDrop(quota, "running", $("field-quota-running").value === "" ? "" : Number($("field-quota-running").value));
+  if ($("field-quota-queue").checked) quota.queue = true; else delete quota.queue;
+  setOrDrop(spec, "quota", Object.keys(quota).length ? quota : "");
   if ($("field-enabled").checked) delete spec.enabled; else spec.enabled = false;
   return spec;
 }
