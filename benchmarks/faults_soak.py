@@ -278,13 +278,7 @@ def leaks(hub: Hub, directory: Slapd) -> dict:
     """What is left after every user stopped: servers, mocksu processes, routes, uids."""
     active = [u["name"] for u in hub.api("GET", "/users", params={"state": "active"}).json()]
     routes = [r for r in hub.api("GET", "/proxy").json() if r != "/"]
-    hub_api = f"127.0.0.1:{hub.hub_port}"
-    processes = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"jupyterhub.tests.mocksu" in cmdline and hub_api.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                processes.append(int(pid))
+    processes = leaks_of(hub)
     uids = [e["uidNumber"] for e in directory.entries("(objectClass=posixAccount)")]
     return {"servers": active, "singleuser_processes": processes, "proxy_routes": routes,
             "duplicate_uids": len(uids) - len(set(uids))}
@@ -293,6 +287,18 @@ def leaks(hub: Hub, directory: Slapd) -> dict:
 #: seconds after each hub (re)start whose stalls are the hub's own start-up (loading config,
 #: database, spawners: blocking by JupyterHub's design), reported apart
 STARTUP = 10.0
+
+
+def leaks_of(hub: Hub) -> list[int]:
+    """PIDs of single-user servers started by ``hub`` (any of its processes) still running."""
+    hub_api = f"127.0.0.1:{hub.hub_port}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"jupyterhub.tests.mocksu" in cmdline and hub_api in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+    return found
 
 
 def stalls(hub: Hub, start: float, reference_end: float) -> dict:
@@ -379,6 +385,9 @@ def run(quick: bool, soak: bool = False) -> dict:
         for killed in injector.killed_hubs:
             killed.stop()
         directory.cleanup()
+        for pid in leaks_of(hub):  # counted above; a benchmark leaves nothing running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def plot(result: dict, path: Path) -> None:
