@@ -20,7 +20,6 @@ minutes, a fault every 60 s. Default: 20 users for 10 minutes.
 """
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -204,6 +203,7 @@ class User(threading.Thread):
                 "stop": stopped}
 
     def wait_ready(self, deadline):
+        last = ""
         while time.monotonic() < deadline:
             try:
                 model = self.model()
@@ -216,7 +216,7 @@ class User(threading.Thread):
             if model is None or not model.get("pending"):
                 return "failed", "spawn failed after it was accepted: " + self.failure_message()
             time.sleep(0.25)
-        return "failed", "not ready after 120 s" + (f" ({last})" if "last" in locals() else "")
+        return "failed", "not ready after 120 s" + (f" ({last})" if last else "")
 
     def failure_message(self) -> str:
         """The hub's log line for this user's failed spawn (the API keeps no message)."""

@@ -7,6 +7,7 @@ are shared per module (one slapd, one hub); the tests run in file order and use 
 users. The last part checks that the processes the suite ships stop promptly.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -48,9 +49,18 @@ def ldap_hub(directory):
         + MOCK_SPAWNER_CONFIG,
         env=ldap_hub_env(directory),
     ).start()
-    try:
-        spawn_new_user(hub, "running")
+    with kept_server(hub, lambda: spawn_new_user(hub, "running")):
         yield hub
+
+
+@contextlib.contextmanager
+def kept_server(hub, start_it):
+    """For a module's shared hub: ``start_it()`` starts the server kept running through every
+    fault; the hub's log tail is printed if anything in the block fails; the hub is removed
+    after."""
+    try:
+        start_it()
+        yield
     except BaseException:
         print(hub.log_tail(200), file=sys.stderr)
         raise

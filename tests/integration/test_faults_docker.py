@@ -10,8 +10,6 @@ started.
 """
 
 import json
-import sys
-import threading
 import time
 
 import pytest
@@ -20,7 +18,7 @@ from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
 from tests.fixtures.private_dockerd import PrivateDockerd
 from tests.fixtures.procs import wait_until
-from tests.integration.test_faults import hub_latency_during
+from tests.integration.test_faults import hub_latency_during, kept_server
 
 #: the per-call bound on the Docker engine's API in these cells (seconds)
 ENGINE_TIMEOUT = 15
@@ -66,14 +64,8 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
 c.DockerSpawner.client_kwargs = {{"timeout": {ENGINE_TIMEOUT}}}
 """, env={"DOCKER_HOST": dockerd.base_url}).start()
-    try:
-        spawn(hub, "running")
+    with kept_server(hub, lambda: spawn(hub, "running")):
         yield hub
-    except BaseException:
-        print(hub.log_tail(200), file=sys.stderr)
-        raise
-    finally:
-        hub.remove()
 
 
 def spawn(hub, user, timeout=180):
