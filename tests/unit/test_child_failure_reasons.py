@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from batchspawner import SlurmSpawner
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import LocalProcessSpawner
 
@@ -24,3 +25,15 @@ def test_docker_engine_failures_are_named(error, expected):
 
 def test_other_children_show_their_error_as_it_is():
     assert adapter_for(LocalProcessSpawner).failure_reason(object(), requests.ReadTimeout("x")) is None
+
+
+def test_batch_failures_name_the_batch_system():
+    adapter = adapter_for(SlurmSpawner)
+    child = SlurmSpawner.__new__(SlurmSpawner)  # no hub needed: only its class and start_timeout
+    child._trait_values = {"start_timeout": 30}
+    assert adapter.failure_reason(child, TimeoutError("SlurmSpawner did not start")) == (
+        "SLURM did not start the job within 30 s (start_timeout): its controller may be down or "
+        "the queue full; please try again later")
+    error = RuntimeError("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation")
+    assert adapter.failure_reason(child, error) == f"SLURM could not take the job: {error}"
+    assert adapter.failure_reason(child, ValueError("not the batch system's")) is None
