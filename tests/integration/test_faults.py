@@ -116,22 +116,6 @@ def hub_latency_during(hub, action, direct=False):
     return result, slowest[0]
 
 
-def failed_spawn(hub, user, user_options) -> tuple[str, float]:
-    """Ask for ``user``'s server, which must fail; return the message the user sees and the
-    seconds until the hub gave up on it (the server gone, nothing pending)."""
-    started = time.monotonic()
-    r = hub.api("POST", f"/users/{user}/server", json=user_options)
-    if r.status_code == 202:  # still starting after slow_spawn_timeout: the stream tells the end
-        last = hub.progress(user)[-1]
-        assert last["failed"], last
-        message = last["message"]
-    else:  # failed before the hub answered
-        assert r.status_code == 500, r.text
-        message = r.json()["message"]
-    wait_until(lambda: hub.server_model(user) is None, timeout=60, message="failed server gone")
-    return message, time.monotonic() - started
-
-
 def posix_uids(directory) -> list[int]:
     return [e["uidNumber"] for e in directory.entries("(objectClass=posixAccount)")]
 

@@ -18,7 +18,7 @@ from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
 from tests.fixtures.private_dockerd import PrivateDockerd
 from tests.fixtures.procs import wait_until
-from tests.integration.test_faults import failed_spawn, hub_latency_during, kept_server
+from tests.integration.test_faults import hub_latency_during, kept_server
 
 #: the per-call bound on the Docker engine's API in these cells (seconds)
 ENGINE_TIMEOUT = 15
@@ -60,6 +60,7 @@ def docker_hub(dockerd, notebook_image, tmp_path_factory):
 c.JupyterHub.spawner_class = "multiple"
 c.JupyterHub.hub_ip = {dockerd.gateway!r}
 c.JupyterHub.hub_connect_ip = {dockerd.gateway!r}
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
 c.DockerSpawner.client_kwargs = {{"timeout": {ENGINE_TIMEOUT}}}
 """, env={"DOCKER_HOST": dockerd.base_url}).start()
@@ -67,13 +68,22 @@ c.DockerSpawner.client_kwargs = {{"timeout": {ENGINE_TIMEOUT}}}
         yield hub
 
 
-#: the spawn request's body for the container template
-BOX = {"user_options": {"template": "box"}}
-
-
 def spawn(hub, user, timeout=180):
     hub.create_user(user)
-    return hub.spawn(user, user_options=BOX, timeout=timeout)
+    return hub.spawn(user, user_options={"user_options": {"template": "box"}}, timeout=timeout)
+
+
+def failed_spawn(hub, user) -> tuple[str, float]:
+    """Ask for a server that must fail; return the last progress message and the seconds until
+    the hub gave up on it."""
+    hub.create_user(user)
+    started = time.monotonic()
+    r = hub.api("POST", f"/users/{user}/server", json={"user_options": {"template": "box"}})
+    assert r.status_code == 202, r.text
+    last = hub.progress(user)[-1]
+    wait_until(lambda: hub.server_model(user) is None, timeout=60, message="failed server gone")
+    assert last["failed"], last
+    return last["message"], time.monotonic() - started
 
 
 def running_answers(hub) -> bool:
@@ -100,9 +110,8 @@ def test_dockerd_restart_running_container_survives_next_spawn_works(docker_hub,
 
 def test_dockerd_hung_spawn_fails_bounded_naming_the_engine(docker_hub, dockerd):
     before = container_ids(dockerd)
-    docker_hub.create_user("during-hang")
     with hung(dockerd):
-        (message, waited), slowest = hub_latency_during(docker_hub, lambda: failed_spawn(docker_hub, "during-hang", BOX))
+        (message, waited), slowest = hub_latency_during(docker_hub, lambda: failed_spawn(docker_hub, "during-hang"))
         assert running_answers(docker_hub)  # the hub reaches the container, not the engine
     print(f"dockerd hung: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
     assert NAMED in message, message
@@ -115,9 +124,8 @@ def test_dockerd_hung_spawn_fails_bounded_naming_the_engine(docker_hub, dockerd)
 
 def test_dockerd_refusing_spawn_fails_at_once_naming_the_engine(docker_hub, dockerd):
     before = container_ids(dockerd)
-    docker_hub.create_user("during-stop")
     with refusing(dockerd):
-        (message, waited), slowest = hub_latency_during(docker_hub, lambda: failed_spawn(docker_hub, "during-stop", BOX))
+        (message, waited), slowest = hub_latency_during(docker_hub, lambda: failed_spawn(docker_hub, "during-stop"))
         assert running_answers(docker_hub)
     print(f"dockerd stopped: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
     assert NAMED in message, message
