@@ -15,7 +15,7 @@ processes, proxy routes, duplicate uids; target 0), and the hub's longest event-
 (measured inside the hub by a 10 ms ticker: reference phase, fault phase, and apart from
 them the first seconds of each hub process, whose start-up blocks its loop by design).
 
-``--quick``: 6 users for about 2 minutes, a fault every 20 s. ``--soak``: 20 users for 30
+``--quick``: 4 users for about a minute, a fault every 15 s. ``--soak``: 20 users for 30
 minutes, a fault every 60 s. Default: 20 users for 10 minutes.
 """
 
@@ -44,7 +44,7 @@ from tests.fixtures.slapd import MOCK_SPAWNER_CONFIG, Slapd, ldap_hub_config, ld
 SUPPORTS_SOAK = True
 
 SCHEDULES = {  # users, seconds, fault every, fault lasts, reference (no faults) first
-    "quick": dict(users=6, duration=120, fault_every=20, fault_for=5, reference=20),
+    "quick": dict(users=4, duration=60, fault_every=15, fault_for=4, reference=10),
     "default": dict(users=20, duration=600, fault_every=60, fault_for=10, reference=60),
     "soak": dict(users=20, duration=1800, fault_every=60, fault_for=10, reference=120),
 }

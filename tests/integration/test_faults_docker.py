@@ -13,6 +13,7 @@ import json
 import time
 
 import pytest
+import requests
 
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
@@ -77,13 +78,24 @@ def failed_spawn(hub, user) -> tuple[str, float]:
     """Ask for a server that must fail; return the last progress message and the seconds until
     the hub gave up on it."""
     hub.create_user(user)
+    logged = len(hub.log_text())
     started = time.monotonic()
     r = hub.api("POST", f"/users/{user}/server", json={"user_options": {"template": "box"}})
     assert r.status_code == 202, r.text
-    last = hub.progress(user)[-1]
+    try:
+        last = hub.progress(user)[-1]
+    except requests.HTTPError as e:  # the spawn ended before the stream opened: "not starting"
+        assert e.response.status_code == 400, e
+        last = None
     wait_until(lambda: hub.server_model(user) is None, timeout=60, message="failed server gone")
+    took = time.monotonic() - started
+    if last is None:  # the message the hub recorded for this spawn's failure
+        failures = [line for line in hub.log_text()[logged:].splitlines()
+                    if user in line and "failed" in line.lower()]
+        assert failures, hub.log_tail()
+        return failures[-1], took
     assert last["failed"], last
-    return last["message"], time.monotonic() - started
+    return last["message"], took
 
 
 def running_answers(hub) -> bool:
@@ -115,7 +127,9 @@ def test_dockerd_hung_spawn_fails_bounded_naming_the_engine(docker_hub, dockerd)
         assert running_answers(docker_hub)  # the hub reaches the container, not the engine
     print(f"dockerd hung: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
     assert NAMED in message, message
-    assert waited < 3 * ENGINE_TIMEOUT, waited
+    # until the server is gone: the failing start's engine call, then the stop's inspect and
+    # remove (each bounded by ENGINE_TIMEOUT), plus the loaded machine's margin
+    assert waited < 4 * ENGINE_TIMEOUT, waited
     assert slowest < 2.0, slowest
     spawn(docker_hub, "during-hang")
     docker_hub.stop_server("during-hang")

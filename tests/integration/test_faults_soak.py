@@ -1,7 +1,7 @@
 """The fault soak benchmark's quick schedule runs to its end and writes its outputs.
 
 Not a measurement (see docs/reliability.md for the soak's figures): this checks that
-``python -m benchmarks faults_soak --quick`` (6 users, about 2 minutes, a fault every 20 s)
+``python -m benchmarks faults_soak --quick`` (4 users, about a minute, a fault every 15 s)
 completes, classifies every spawn, checks for leaks and writes its JSON and PNG.
 """
 
