@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("name", choices=available(), help="which benchmark to run")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument("--soak", action="store_true",
+                        help="the long schedule of a benchmark that has one (faults_soak: 30 minutes)")
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="folder for NAME.json and NAME.png"
     )
@@ -30,10 +32,13 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(REPO))
     module = importlib.import_module(f"benchmarks.{args.name}")
     started = time.time()
-    result = module.run(quick=args.quick)
+    if args.soak and not getattr(module, "SUPPORTS_SOAK", False):
+        parser.error(f"{args.name} has no --soak schedule")
+    result = module.run(quick=args.quick, soak=True) if args.soak else module.run(quick=args.quick)
     result["_meta"] = {
         "benchmark": args.name,
         "quick": args.quick,
+        "soak": args.soak,
         "started": started,
         "seconds": round(time.time() - started, 1),
         "machine": platform.platform(),

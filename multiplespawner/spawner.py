@@ -537,7 +537,8 @@ class MultipleSpawner(Spawner):
         """What the user sees when the child of a local/container template fails to start:
         ``The start step failed: <child class>: <why>`` (the machine path words it the same)."""
         child = type(self.child).__name__
-        reason = str(error).strip() or type(error).__name__
+        named = adapter_for(type(self.child)).failure_reason(self.child, error)
+        reason = named or str(error).strip() or type(error).__name__
         if child not in reason:
             reason = f"{child}: {reason}"
         template = self._record["template"]

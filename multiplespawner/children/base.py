@@ -59,6 +59,11 @@ class ChildAdapter:
             kwargs["mem_limit"] = f"{int(choice.resources['memory_mb'])}M"
         return kwargs
 
+    def failure_reason(self, child: Spawner, error: BaseException) -> str | None:
+        """What to tell the user when ``child.start()`` raised ``error`` because a service the
+        child depends on failed (naming that service), or None to show the error as it is."""
+        return None
+
 
 def register(adapter: type[ChildAdapter]) -> type[ChildAdapter]:
     """Add ``adapter`` to the registry (a class decorator for adapter modules)."""

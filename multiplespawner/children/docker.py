@@ -21,3 +21,17 @@ class DockerAdapter(ChildAdapter):
             extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
             kwargs["extra_host_config"] = extra
         return kwargs
+
+    def failure_reason(self, child, error) -> str | None:
+        """A Docker engine that did not answer within the client's timeout
+        (``c.DockerSpawner.client_kwargs = {"timeout": N}``; docker-py's default is 60 s), or
+        that refused the connection, is named as such."""
+        import requests
+
+        if isinstance(error, requests.Timeout):
+            timeout = getattr(child.client, "timeout", None)
+            within = f" within {timeout:g} s" if isinstance(timeout, (int, float)) else ""
+            return f"the Docker engine did not answer{within}; please try again in a few minutes"
+        if isinstance(error, requests.ConnectionError):
+            return "the Docker engine is not reachable right now; please try again in a few minutes"
+        return None

@@ -7,6 +7,7 @@ are shared per module (one slapd, one hub); the tests run in file order and use 
 users. The last part checks that the processes the suite ships stop promptly.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -48,9 +49,18 @@ def ldap_hub(directory):
         + MOCK_SPAWNER_CONFIG,
         env=ldap_hub_env(directory),
     ).start()
-    try:
-        spawn_new_user(hub, "running")
+    with kept_server(hub, lambda: spawn_new_user(hub, "running")):
         yield hub
+
+
+@contextlib.contextmanager
+def kept_server(hub, start_it):
+    """For a module's shared hub: ``start_it()`` starts the server kept running through every
+    fault; the hub's log tail is printed if anything in the block fails; the hub is removed
+    after."""
+    try:
+        start_it()
+        yield
     except BaseException:
         print(hub.log_tail(200), file=sys.stderr)
         raise
@@ -82,15 +92,17 @@ def assert_refused_cleanly(hub, user, r):
     assert hub.server_model(user) is None  # nothing half-made: no server, no pending spawn
 
 
-def hub_latency_during(hub, action):
-    """Run ``action()`` while another thread asks the hub's API every 0.2 s; return the
-    action's result and the slowest answer the hub gave meanwhile (seconds)."""
+def hub_latency_during(hub, action, direct=False):
+    """Run ``action()`` while another thread asks the hub's API every 0.2 s (through the proxy,
+    or on the hub's own port if ``direct``); return the action's result and the slowest answer
+    the hub gave meanwhile (seconds)."""
     slowest, done = [0.0], threading.Event()
+    url = f"http://127.0.0.1:{hub.hub_port}/hub/api/" if direct else f"{hub.api_url}/"
 
     def probe():
         while not done.is_set():
             started = time.monotonic()
-            requests.get(f"{hub.api_url}/", timeout=30).raise_for_status()
+            requests.get(url, timeout=30).raise_for_status()
             slowest[0] = max(slowest[0], time.monotonic() - started)
             done.wait(0.2)
 
@@ -267,6 +279,64 @@ def test_proxy_killed_is_restarted_by_the_hub_and_routes_come_back(ldap_hub):
     assert "Proxy stopped with exit code" in ldap_hub.log_text()
     spawn_new_user(ldap_hub, "after-proxy-restart")
 
+
+
+def direct_api(hub, method, path, **kwargs):
+    """The hub's REST API on the hub's own port, not through the proxy (which a fault may freeze)."""
+    kwargs.setdefault("timeout", 30)
+    return requests.request(method, f"http://127.0.0.1:{hub.hub_port}/hub/api{path}",
+                            headers={"Authorization": f"token {hub.token}"}, **kwargs)
+
+
+#: how long the proxy stays frozen in its cell (seconds)
+PROXY_HANG = 8.0
+
+
+def test_proxy_hung_hub_answers_spawn_bounded_routes_back(ldap_hub):
+    """The proxy the hub started is frozen (SIGSTOP) for 8 s: the hub's own API keeps answering
+    at once; a spawn asked for meanwhile ends (ready or failed) within the hang plus the hub's
+    30 s proxy-request budget; after SIGCONT the running server answers through the proxy again,
+    the spawned server's route is there and the next spawn works."""
+    pid = int((ldap_hub.dir / "proxy.pid").read_text())
+    ldap_hub.create_user("during-proxy-hang")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+
+        def ask_and_wait_out_the_hang():
+            r = direct_api(ldap_hub, "POST", "/users/during-proxy-hang/server", json={})
+            asked = time.monotonic() - started
+            time.sleep(max(0.0, PROXY_HANG - asked))
+            return r, asked
+
+        (r, asked), slowest = hub_latency_during(ldap_hub, ask_and_wait_out_the_hang, direct=True)
+        assert r.status_code in (201, 202), r.text
+        with pytest.raises(requests.Timeout):  # the proxy really is frozen
+            requests.get(f"{ldap_hub.url}/hub/api/", timeout=1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    print(f"proxy hung: spawn request answered in {asked:.2f} s, slowest hub API answer {slowest:.2f} s")
+    assert slowest < 2.0, slowest
+    assert asked < 15, asked  # the hub answers a slow spawn after slow_spawn_timeout (10 s): 202
+
+    def ended():
+        model = direct_api(ldap_hub, "GET", "/users/during-proxy-hang").json()["servers"].get("")
+        return model is None or not model["pending"]
+
+    wait_until(ended, timeout=30 + 10, interval=0.2, message="spawn during the proxy hang ended")
+    ended_after = time.monotonic() - started
+    model = ldap_hub.server_model("during-proxy-hang")
+    print(f"proxy hung: the spawn asked for during the hang ended {ended_after:.2f} s after it was asked "
+          f"({'ready' if model else 'failed'})")
+    assert ended_after < PROXY_HANG + 30 + 10, ended_after
+    wait_until(lambda: running_server_answers(ldap_hub), timeout=10, message="running server through the proxy")
+    routes = ldap_hub.api("GET", "/proxy").json()
+    if model is not None:  # it completed: it is routed and answers
+        assert "/user/during-proxy-hang/" in routes, routes
+        assert ldap_hub.server_request("during-proxy-hang", "probe").status_code == 200
+    else:
+        assert "/user/during-proxy-hang/" not in routes, routes
+    spawn_new_user(ldap_hub, "after-proxy-hang")
 
 
 # ---- the hub itself -------------------------------------------------------------------------------
