@@ -47,6 +47,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import docker
 import requests
 
 from benchmarks.common import new_figure, percentile, save, summary
@@ -274,8 +275,9 @@ def hub_rss_mb(hub: Hub) -> float:
     return 0.0
 
 
-def _probe(hub: Hub, reset: bool = False) -> dict:
-    r = requests.get(f"{hub.url}/hub/loop-probe", params={"reset": "1"} if reset else {}, timeout=60)
+def _probe(hub_address: str, reset: bool = False) -> dict:
+    """The hub's loop probe, asked on the hub's own port (not through its proxy)."""
+    r = requests.get(f"http://{hub_address}/hub/loop-probe", params={"reset": "1"} if reset else {}, timeout=120)
     r.raise_for_status()
     return r.json()
 
@@ -323,7 +325,7 @@ def _stop_all(hub: Hub, names: list[str], timeout: float = 300) -> None:
         time.sleep(1)
 
 
-def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_host: str,
+def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_host: str, gateway: str,
             engine_client, cleanup) -> dict:
     """Start the ``kind`` hub and its nginx, run the rush, collect the figures, stop it all."""
     hub = Hub(config, env={**env, "JUPYTERHUB_HEADER_AUTH_SECRET": cleanup.secret})
@@ -339,7 +341,8 @@ def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_ho
     hub.start(timeout=120)
     nginx.start()
     rss_before = hub_rss_mb(hub)
-    _probe(hub, reset=True)
+    hub_address = f"{gateway}:{hub.hub_port}"
+    _probe(hub_address, reset=True)
     load_before = os.getloadavg()
     watcher = HubWatcher(hub)
     watcher.start()
@@ -348,7 +351,7 @@ def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_ho
         records = asyncio.run(_rush(nginx.url, students, password))
     finally:
         watcher.stop()
-    probe = _probe(hub)
+    probe = _probe(hub_address)
     weights = cpu_weights(hub, engine_client)
     rss_after = hub_rss_mb(hub)
     _stop_all(hub, [name for name, _, _ in students])
@@ -410,19 +413,30 @@ class Cleanup:
         self.folder: Path | None = None
 
     def run(self) -> None:
-        for hub in self.hubs:
-            hub.remove()
-        for nginx in self.nginxes:
-            nginx.cleanup()
-        for container in self.engine_client.containers.list(all=True, filters={"name": f"rush-{self.run_id}"}):
-            container.remove(force=True)
-        for name in self.unix_users:
-            stop_processes_of(name)
-            remove_unix_user(name)
+        """Every step, each tried even if an earlier one failed (the first error is raised)."""
+        steps = [hub.remove for hub in self.hubs] + [nginx.cleanup for nginx in self.nginxes]
+        steps.append(self._remove_containers)
+        steps += [lambda name=name: (stop_processes_of(name), remove_unix_user(name)) for name in self.unix_users]
         if self.slapd is not None:
-            self.slapd.cleanup()
+            steps.append(self.slapd.cleanup)
         if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            steps.append(lambda: shutil.rmtree(self.folder, ignore_errors=True))
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # go on: everything else must still be removed
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def _remove_containers(self) -> None:
+        for container in self.engine_client.containers.list(all=True, filters={"name": f"rush-{self.run_id}"},
+                                                            ignore_removed=True):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # DockerSpawner's remove=True got there first
 
 
 def stop_processes_of(user: str) -> None:
@@ -496,7 +510,9 @@ def run(quick: bool, students: int | None = None) -> dict:
                 config = common + _suite_config(catalogue)
                 roster = [(name, t, {"template": t}) for name, t in zip(names, templates)]
                 env = ldap_hub_env(cleanup.slapd)
-            results[kind] = one_hub(kind, config, env, roster, password, nginx_host, engine.client, cleanup)
+            results[kind] = one_hub(kind, config, env, roster, password, nginx_host, gateway, engine.client, cleanup)
+            # so far, in case a later hub does not finish
+            print(json.dumps({kind: {k: v for k, v in results[kind].items() if k != "samples"}}), file=sys.stderr)
     finally:
         cleanup.run()
         engine.release()
