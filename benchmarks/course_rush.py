@@ -319,9 +319,12 @@ def _stop_all(hub: Hub, names: list[str], timeout: float = 300) -> None:
             pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = hub.api("GET", "/users", params={"state": "active"}, timeout=60)
-        if r.ok and not r.json():
-            return
+        try:
+            r = hub.api("GET", "/users", params={"state": "active"}, timeout=60)
+            if r.ok and not r.json():
+                return
+        except requests.RequestException:
+            pass
         time.sleep(1)
 
 
