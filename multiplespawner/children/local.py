@@ -11,28 +11,29 @@ import os
 
 from .base import ChildAdapter, CpuWeight, register
 
-AUTOGROUP = "/proc/self/autogroup"
 
 
-def lower_own_priority(nice: int) -> None:
-    """Raise the calling process's nice value to ``nice`` (never lower it), and its autogroup's.
+def lower_priority_of(pid: int, nice: int) -> None:
+    """Raise process ``pid``'s nice value to ``nice`` (never lower it), and its autogroup's.
 
-    Runs in the notebook's process between fork and exec. LocalProcessSpawner starts every
-    notebook in a new session, and on kernels with ``sched_autogroup_enabled`` (Debian's and
-    Ubuntu's default) every session is a scheduling group of its own that competes with the
-    hub's group as an equal whatever the nice values inside it: the group's own nice
-    (``/proc/self/autogroup``) is what lowers the notebook's weight there. Where there is no
-    autogroup the process's nice value does it. Neither raises an error: a notebook starts even
-    where the weight cannot be changed.
+    Called by the hub right after LocalProcessSpawner's ``Popen`` returned, not in the child
+    between fork and exec: ``Popen`` waits on the hub's event loop until the child has exec'd,
+    so a child that lowered its own priority first would make the hub wait for a starved
+    process on a busy machine. LocalProcessSpawner starts every notebook in a new session, and
+    on kernels with ``sched_autogroup_enabled`` (Debian's and Ubuntu's default) every session is
+    a scheduling group of its own that competes with the hub's group as an equal whatever the
+    nice values inside it: the group's own nice (``/proc/PID/autogroup``) is what lowers the
+    notebook's weight there. Where there is no autogroup the process's nice value does it.
+    Never raises: a notebook runs even where its weight cannot be changed (a process already
+    gone, no permission, no autogroup). Two syscalls and a small /proc write: no I/O wait.
     """
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice > current:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
     try:
-        with open(AUTOGROUP, "w") as f:
+        if nice > os.getpriority(os.PRIO_PROCESS, pid):
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        with open(f"/proc/{pid}/autogroup", "w") as f:
             f.write(str(nice))
     except OSError:
-        pass  # no autogroup (kernel option off or not built in)
+        pass
 
 
 @register
@@ -40,19 +41,13 @@ class LocalProcessAdapter(ChildAdapter):
     adapts = "jupyterhub.spawner:LocalProcessSpawner"
 
     def lower_cpu_weight(self, child, weight: CpuWeight) -> None:
-        """Run :func:`lower_own_priority` in the notebook's process before the child's own
-        ``preexec_fn`` (which drops to the user's uid), by wrapping ``make_preexec_fn``."""
+        """Apply :func:`lower_priority_of` to the notebook's process as soon as the child records
+        its PID (also a PID restored from state after a hub restart)."""
         if weight.nice <= 0:
             return
-        make_preexec_fn = child.make_preexec_fn
 
-        def make_lowered_preexec_fn(name):
-            switch_user = make_preexec_fn(name)
+        def lower(change):
+            if change.new:
+                lower_priority_of(change.new, weight.nice)
 
-            def preexec():
-                lower_own_priority(weight.nice)
-                switch_user()
-
-            return preexec
-
-        child.make_preexec_fn = make_lowered_preexec_fn
+        child.observe(lower, "pid")

@@ -29,14 +29,15 @@ def _prepared(tmp_path, spawner_class, kwargs=None, **config):
     return spawner
 
 
-def _run_with_preexec(child) -> tuple[int, str]:
-    """Start a probe the way LocalProcessSpawner starts the notebook (new session, the child's
-    preexec_fn for the hub's own user); return its nice value and its autogroup line."""
-    import pwd
-
-    me = pwd.getpwuid(os.getuid()).pw_name
-    out = subprocess.run([sys.executable, "-c", PROBE], preexec_fn=child.make_preexec_fn(me),
-                         start_new_session=True, capture_output=True, text=True, check=True).stdout
+def _run_like_the_child(child) -> tuple[int, str]:
+    """Start a probe the way LocalProcessSpawner starts the notebook (new session), record its
+    PID on the child as LocalProcessSpawner does, then let the probe report its nice value and
+    its autogroup line."""
+    probe = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline(); " + PROBE],
+                             start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    child.pid = probe.pid
+    out, _ = probe.communicate("go\n", timeout=60)
     nice, autogroup = out.splitlines()[:2]
     return int(nice), autogroup
 
@@ -45,7 +46,7 @@ async def test_local_children_start_at_the_configured_nice_value_and_autogroup(t
     spawner = _prepared(tmp_path, "jupyterhub.spawner.LocalProcessSpawner", {"cmd": ["/bin/true"]})
     assert spawner.child_nice == 19  # on by default
     await spawner.prepare({"template": "t"})
-    nice, autogroup = _run_with_preexec(spawner.child)
+    nice, autogroup = _run_like_the_child(spawner.child)
     assert nice == 19
     assert autogroup.endswith(" nice 19"), autogroup
 
@@ -53,7 +54,7 @@ async def test_local_children_start_at_the_configured_nice_value_and_autogroup(t
 async def test_local_children_keep_the_hubs_weight_when_turned_off(tmp_path):
     spawner = _prepared(tmp_path, "jupyterhub.spawner.LocalProcessSpawner", {"cmd": ["/bin/true"]}, child_nice=0)
     await spawner.prepare({"template": "t"})
-    nice, autogroup = _run_with_preexec(spawner.child)
+    nice, autogroup = _run_like_the_child(spawner.child)
     assert nice == os.getpriority(os.PRIO_PROCESS, 0)
     assert autogroup.endswith(" nice 0"), autogroup
 
