@@ -2,6 +2,7 @@
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -12,10 +13,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
+#: modules of this package that are not benchmarks
+HELPERS = ("__init__", "__main__", "common", "hub_probe")
+
+
 def available() -> list[str]:
-    return sorted(
-        p.stem for p in HERE.glob("*.py") if p.stem not in ("__init__", "__main__", "common")
-    )
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in HELPERS)
 
 
 def main(argv=None) -> int:
@@ -27,18 +30,30 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="folder for NAME.json and NAME.png"
     )
+    parser.add_argument("--students", type=int, metavar="N",
+                        help="class size, for the benchmarks that simulate one (course_rush)")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     module = importlib.import_module(f"benchmarks.{args.name}")
+    options = {}
+    if args.students is not None:
+        if "students" not in inspect.signature(module.run).parameters:
+            parser.error(f"{args.name} takes no --students")
+        if args.students < 2:
+            parser.error("--students must be at least 2 (half local processes, half containers)")
+        options["students"] = args.students
     started = time.time()
-    if args.soak and not getattr(module, "SUPPORTS_SOAK", False):
-        parser.error(f"{args.name} has no --soak schedule")
-    result = module.run(quick=args.quick, soak=True) if args.soak else module.run(quick=args.quick)
+    if args.soak:
+        if not getattr(module, "SUPPORTS_SOAK", False):
+            parser.error(f"{args.name} has no --soak schedule")
+        options["soak"] = True
+    result = module.run(quick=args.quick, **options)
     result["_meta"] = {
         "benchmark": args.name,
         "quick": args.quick,
         "soak": args.soak,
+        "options": options,
         "started": started,
         "seconds": round(time.time() - started, 1),
         "machine": platform.platform(),

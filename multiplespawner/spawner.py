@@ -45,7 +45,7 @@ from .catalogue import (
     shared_source,
 )
 from .admission import Place, admission_for
-from .children import adapter_for
+from .children import CpuWeight, adapter_for
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, refused, user_facing
@@ -160,6 +160,32 @@ class MultipleSpawner(Spawner):
         help="""Seconds added to the session deadline before the expiry timer stops a server.
 
         ``poll`` stops expired servers too, so the hub's regular polling is the safety net.
+        """,
+    ).tag(config=True)
+
+    child_nice = Integer(
+        19,
+        min=0,
+        max=19,
+        help="""Nice value of local-process notebooks (LocalProcessSpawner children); 0: the hub's.
+
+        The notebook process and its session's scheduling group (autogroup) start at this nice
+        value and keep it, so on a machine the hub shares with its notebooks the hub gets the
+        CPU first while a whole class starts at once, and notebooks still use every cycle the hub
+        does not need (a weight, not a limit; notebooks weigh the same among themselves).
+        See docs/scale.md.
+        """,
+    ).tag(config=True)
+
+    child_cpu_shares = Integer(
+        128,
+        min=0,
+        help="""Docker ``cpu_shares`` of container notebooks (DockerSpawner children) whose
+        template sets none; 0: Docker's default (1024).
+
+        A relative CPU weight, not a limit: it gives the hub and other services on the Docker
+        host the CPU first when containers compete with them (it matters when containers and
+        the hub are siblings in the host's cgroup tree, as under systemd). See docs/scale.md.
         """,
     ).tag(config=True)
 
@@ -322,6 +348,7 @@ class MultipleSpawner(Spawner):
                          "template_error") from e
         applied = await self._apply_group_overrides_to_child(protected=set(kwargs))
         self._record["child_kwargs"] = {**applied, **kwargs}
+        adapter.lower_cpu_weight(self.child, CpuWeight(nice=self.child_nice, cpu_shares=self.child_cpu_shares))
         self._adopt_child_timeouts()
         machine_backed = t.spec["resource_type"] in MACHINE_RESOURCE_TYPES  # others need no settings
         self.machine = lease_for(self, self._orchestrator if machine_backed else None, t.spec,

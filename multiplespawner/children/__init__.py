@@ -5,6 +5,6 @@
 """
 
 from . import batch, cloudssh, docker, kube, local, swarm  # noqa: F401  (each registers its adapter)
-from .base import ChildAdapter, adapter_for, resource_kwargs
+from .base import ChildAdapter, CpuWeight, adapter_for, resource_kwargs
 
-__all__ = ["ChildAdapter", "adapter_for", "resource_kwargs"]
+__all__ = ["ChildAdapter", "CpuWeight", "adapter_for", "resource_kwargs"]

@@ -15,6 +15,7 @@ child spawner package.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
     from ..choices import Choice
 
 _ADAPTERS: list[type[ChildAdapter]] = []
+
+
+@dataclass(frozen=True)
+class CpuWeight:
+    """How much lower than the hub a child's notebook runs on a shared CPU (0: unchanged).
+
+    ``nice`` is the Unix nice value of a local notebook process (and of its session's
+    autogroup); ``cpu_shares`` is a container's relative CPU weight (Docker's default is 1024).
+    Both are weights, not limits: a notebook still gets every cycle nobody else asks for.
+    """
+
+    nice: int = 0
+    cpu_shares: int = 0
 
 
 class ChildAdapter:
@@ -63,6 +77,14 @@ class ChildAdapter:
         """What to tell the user when ``child.start()`` raised ``error`` because a service the
         child depends on failed (naming that service), or None to show the error as it is."""
         return None
+
+    def lower_cpu_weight(self, child: Spawner, weight: CpuWeight) -> None:
+        """Make ``child`` start its notebook at ``weight`` (set before ``start``).
+
+        This class: nothing (a child whose notebook does not share the hub's CPU, or whose
+        spawner offers no weight). A setting the template or the operator gave the child
+        itself wins over ``weight``.
+        """
 
 
 def register(adapter: type[ChildAdapter]) -> type[ChildAdapter]:

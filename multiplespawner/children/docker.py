@@ -1,8 +1,16 @@
-"""DockerSpawner children: CPU and memory limits on the container, GPUs as a device request."""
+"""DockerSpawner children: CPU and memory limits on the container, GPUs as a device request,
+and a lower CPU weight (``cpu_shares``) than the default unless the template sets one."""
 
 from __future__ import annotations
 
-from .base import ChildAdapter, register
+import inspect
+
+from .base import ChildAdapter, CpuWeight, register
+
+
+def with_cpu_shares(host_config: dict, shares: int) -> dict:
+    """``host_config`` with ``cpu_shares`` set to ``shares`` unless it sets them itself."""
+    return host_config if "cpu_shares" in host_config else {**host_config, "cpu_shares": shares}
 
 
 @register
@@ -35,3 +43,21 @@ class DockerAdapter(ChildAdapter):
         if isinstance(error, requests.ConnectionError):
             return "the Docker engine is not reachable right now; please try again in a few minutes"
         return None
+
+    def lower_cpu_weight(self, child, weight: CpuWeight) -> None:
+        """``cpu_shares`` in the child's ``extra_host_config`` (a dict, or what its callable
+        returns), unless the template, a group override or the operator's config sets them."""
+        if weight.cpu_shares <= 0:
+            return
+        extra = child.extra_host_config
+        if not callable(extra):
+            child.extra_host_config = with_cpu_shares(extra, weight.cpu_shares)
+            return
+
+        async def lowered(spawner):
+            value = extra(spawner)
+            if inspect.isawaitable(value):
+                value = await value
+            return with_cpu_shares(value, weight.cpu_shares)
+
+        child.extra_host_config = lowered

@@ -80,6 +80,10 @@ def swarm_kwargs(template_kwargs: dict, deployment: dict, limits: dict, gpus) ->
 class SwarmAdapter(DockerAdapter):
     adapts = "dockerspawner.swarmspawner:SwarmSpawner"
 
+    def lower_cpu_weight(self, child, weight) -> None:
+        """Nothing: a service's task runs on a swarm node, not beside the hub, and services
+        have no host config (``cpu_shares``) to lower."""
+
     def resource_kwargs(self, choice) -> dict:
         """``cpu_limit``/``mem_limit`` (the service's limits), then :func:`swarm_kwargs`: no
         Docker device request (services have none), GPUs as a generic-resource reservation."""
