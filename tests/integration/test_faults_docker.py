@@ -90,10 +90,13 @@ def failed_spawn(hub, user) -> tuple[str, float]:
     wait_until(lambda: hub.server_model(user) is None, timeout=60, message="failed server gone")
     took = time.monotonic() - started
     if last is None:  # the message the hub recorded for this spawn's failure
+        # JupyterHub's own line for a start that failed ("Not starting NAME's server ...: why",
+        # or "Error starting"/"Unhandled error starting" for other errors); not the lines of the
+        # clean-up after it, which fails too while the engine is down
         failures = [line for line in hub.log_text()[logged:].splitlines()
-                    if user in line and "failed" in line.lower()]
+                    if f"{user}'s server" in line and ("Not starting" in line or "rror starting" in line)]
         assert failures, hub.log_tail()
-        return failures[-1], took
+        return failures[0], took
     assert last["failed"], last
     return last["message"], took
 
