@@ -31,6 +31,7 @@ import libvirt
 import pytest
 
 from multiplespawner.providers.identity import HUB_LABEL
+from multiplespawner.providers import ProviderError
 from multiplespawner.providers.libvirt import LibvirtProvider
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
@@ -203,56 +204,62 @@ def probe_hub(daemon, vm_image):
         shutil.rmtree(path)
 
 
-def test_libvirtd_hung_spawn_fails_bounded_naming_libvirt(probe_hub, kept, libvirtd):
-    with hung(libvirtd):
+def spawn_during(probe_hub, kept, fault, label) -> tuple[str, float]:
+    """A probe spawn within ``fault`` (the hub's API asked meanwhile), the kept domain checked
+    there too; return the spawn's message and seconds."""
+    with fault:
         (message, waited), slowest = hub_latency_during(probe_hub.hub, probe_hub.probe)
         kept.survives()
-        during = probe_hub.counter().machine_dirs()  # made nothing while the daemon was frozen
-    print(f"libvirtd hung: spawn failed after {waited:.2f} s ({message!r}); "
+        made = probe_hub.counter().machine_dirs()
+    print(f"libvirtd {label}: spawn failed after {waited:.2f} s ({message!r}); "
           f"slowest hub API answer {slowest:.2f} s")
+    assert slowest < 2.0, slowest  # the hub's event loop stayed free
+    assert made == [], made
     assert "The create step failed" in message and NAMED in message, message
+    return message, waited
+
+
+def recovers(probe_hub, kept, label) -> None:
+    """After a fault: nothing left of the failed spawn (also of calls that were left waiting),
+    the kept domain running, and the first spawn's libvirt step works."""
+    probe_hub.nothing_left()
+    kept.survives()
+    assert kept.running()
+    took = probe_hub.libvirt_step_works()
+    print(f"libvirtd {label}: afterwards the first spawn's libvirt step worked (probe {took:.2f} s)")
+    probe_hub.nothing_left()
+
+
+def test_libvirtd_hung_spawn_fails_bounded_naming_libvirt(probe_hub, kept, libvirtd):
+    message, waited = spawn_during(probe_hub, kept, hung(libvirtd), "hung")
     assert f"did not answer within {LIBVIRT_TIMEOUT} s" in message, message
     # the create's bounded call, the clean-up's destroy (bounded too), the loaded machine's margin
     assert waited < 3 * LIBVIRT_TIMEOUT + 10, waited
-    assert slowest < 2.0, slowest
-    assert during == []
-    probe_hub.nothing_left()  # also after SIGCONT: the calls left waiting made nothing
-    kept.survives()
-    assert kept.running()
-    started = time.monotonic()
-    probe_hub.libvirt_step_works()
-    print(f"libvirtd hung: after SIGCONT the first spawn's libvirt step worked "
-          f"(probe {time.monotonic() - started:.2f} s)")
-    probe_hub.nothing_left()
+    # a provider without a connection yet: opening one is bounded too (libvirt's open is not)
+    fresh = LibvirtProvider(uri=kept.provider.uri, storage_dir=kept.storage, timeout=LIBVIRT_TIMEOUT)
+    with hung(libvirtd):
+        started = time.monotonic()
+        with pytest.raises(ProviderError, match=f"did not answer within {LIBVIRT_TIMEOUT} s"):
+            asyncio.run(fresh.list("faults-kept"))
+        opening = time.monotonic() - started
+    print(f"libvirtd hung: opening a connection gave up after {opening:.2f} s")
+    assert opening < LIBVIRT_TIMEOUT + 5, opening
+    recovers(probe_hub, kept, "hung")
 
 
 def test_libvirtd_refusing_spawn_fails_at_once_naming_libvirt(probe_hub, kept, libvirtd):
-    with refusing(libvirtd):
-        (message, waited), slowest = hub_latency_during(probe_hub.hub, probe_hub.probe)
-        kept.survives()
-    print(f"libvirtd stopped: spawn failed after {waited:.2f} s ({message!r}); "
-          f"slowest hub API answer {slowest:.2f} s")
-    assert "The create step failed" in message and "is not reachable right now" in message, message
+    message, waited = spawn_during(probe_hub, kept, refusing(libvirtd), "stopped")
+    assert "is not reachable right now" in message, message
     assert waited < 5, waited
-    assert slowest < 2.0, slowest
-    probe_hub.nothing_left()
-    kept.survives()
-    assert kept.running()  # the started daemon took the running domain back
-    probe_hub.libvirt_step_works()
-    probe_hub.nothing_left()
+    recovers(probe_hub, kept, "stopped")  # the started daemon took the running domain back
 
 
 def test_libvirtd_restart_domain_survives_first_operations_succeed(probe_hub, kept, libvirtd):
     assert kept.running()  # the provider here holds a connection from before the restart
     took = restart(libvirtd)
-    kept.survives()
-    # the first call on each provider's connection after the restart: no failure first
-    assert kept.running()
-    started = time.monotonic()
-    probe_hub.libvirt_step_works()
-    print(f"libvirtd restart: back after {took:.2f} s, QEMU kept running; the next spawn's "
-          f"libvirt step worked (probe {time.monotonic() - started:.2f} s)")
-    probe_hub.nothing_left()
+    print(f"libvirtd restart: back after {took:.2f} s")
+    # kept.running() is the first call on that connection after the restart: no failure first
+    recovers(probe_hub, kept, "restarted")
     asyncio.run(kept.provider.destroy(kept.spec.name))
     wait_until(lambda: not kept.qemu_alive(), timeout=30, message="kept QEMU stopped")
     assert list(kept.storage.iterdir()) == []
