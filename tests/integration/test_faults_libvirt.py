@@ -30,8 +30,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from multiplespawner.providers.identity import HUB_LABEL
 from multiplespawner.providers import ProviderError
+from multiplespawner.providers.identity import HUB_LABEL
 from multiplespawner.providers.libvirt import LibvirtProvider
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
@@ -41,8 +41,6 @@ from tests.fixtures.procs import wait_until
 from tests.integration.test_faults import hub_latency_during, kept_server
 from tests.integration.test_libvirt_provider import _spec
 from tests.integration.test_machines_docker import machine_catalogue
-
-pytestmark = pytest.mark.slow
 
 #: the provider's bound on any one libvirt call in these cells (seconds)
 LIBVIRT_TIMEOUT = 8
