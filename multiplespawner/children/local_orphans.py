@@ -121,7 +121,11 @@ def find_processes(hub_url: str) -> list[Process]:
 
 
 def _wait_for_exit(pidfd: int, timeout: float) -> bool:
-    return bool(select.select([pidfd], [], [], timeout)[0])
+    """Whether the process ended within ``timeout`` seconds (poll, not select: a busy hub's
+    descriptors go past select's 1024)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def stop_process(process: Process, timeout: float = TERM_TIMEOUT) -> bool:
