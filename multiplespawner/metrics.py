@@ -78,6 +78,8 @@ ORPHAN_PROCESSES_STOPPED = Counter(
     "(when=hub_start) or before their server started again (when=spawn)",
     ["when"],
 )
+for _when in ("hub_start", "spawn"):  # both series exist from the start, at 0
+    ORPHAN_PROCESSES_STOPPED.labels(when=_when)
 
 
 def observe_phase(template: str, provider: str, phase: str, seconds: float) -> None:
