@@ -61,7 +61,7 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
                  id="machines"),
     pytest.param("import multiplespawner.admission",
                  CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.admission"}, id="admission"),
-    pytest.param("import multiplespawner.children", {"multiplespawner", "multiplespawner.classes", "multiplespawner.children.*"},
+    pytest.param("import multiplespawner.children", {"multiplespawner", "multiplespawner.classes", "multiplespawner.metrics", "multiplespawner.children.*"},
                  id="children-load-no-child-package"),
     pytest.param("import cloudsshspawner", {"cloudsshspawner.*"}, id="cloudsshspawner"),
     pytest.param("import headerauthenticator", {"headerauthenticator.*"}, id="headerauthenticator"),
