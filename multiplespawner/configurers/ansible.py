@@ -14,7 +14,9 @@ Each :meth:`AnsibleConfigurer.configure` call:
    ``TASK [<name>] <ok|changed|skipped|failed|unreachable>``;
 4. on timeout or cancellation kills ansible-playbook and the workers it forked (they run in
    sessions of their own), then, whatever happened, stops the SSH control master Ansible left
-   and removes the run directory;
+   and removes the run directory; when the hub's process exits with runs still going (a hub
+   stopped while spawns configure machines), the exit stops them too, so it does not wait for
+   the playbooks to end (:func:`_stop_running_playbooks`);
 5. raises :class:`ConfigurerError` naming the failed task, the host and Ansible's message.
 
 The variables reach ``ansible-playbook`` as a vars file in the private run directory (0600),
@@ -30,6 +32,7 @@ locale, TLS bundles), so tokens in the hub's environment never reach a playbook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -49,6 +52,49 @@ from traitlets import Dict, Float, Integer, List, Unicode, default
 from ..shared_files import shared_path
 from .base import ConfigureResult, Configurer, ConfigurerError, report
 from .processes import kill_process_tree, process_start_time
+
+class _RunningPlaybook:
+    """One ansible-playbook run in the pool: what stops it from any thread."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()  # the runner's cancel_callback
+        self.pid: int | None = None
+        self.started: str | None = None  # its start time, so that a reused PID is never hit
+
+    def stop(self) -> None:
+        """Kill ansible-playbook's process tree (if known) and tell the runner to end (blocking)."""
+        if self.pid is not None and self.started is not None:
+            kill_process_tree(self.pid, self.started)
+        self.cancelled.set()
+
+
+_RUNNING: set[_RunningPlaybook] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _forget(run: _RunningPlaybook) -> None:
+    with _RUNNING_LOCK:
+        _RUNNING.discard(run)
+
+
+def _stop_running_playbooks() -> None:
+    """At the interpreter's exit: stop every run still going.
+
+    The exit joins the pool's threads, and a thread running a playbook would otherwise hold the
+    hub's process until the playbook ended (a minute or more for a machine); stopped, the
+    runner notices at its next check (every few seconds) and the thread ends.
+    """
+    with _RUNNING_LOCK:
+        runs = list(_RUNNING)
+    for run in runs:
+        with contextlib.suppress(Exception):
+            run.stop()
+
+
+# concurrent.futures joins its worker threads in a threading exit hook, which runs before atexit
+# handlers; those hooks run last-registered first, and concurrent.futures registered its own
+# when it was imported above, so this one runs before the join
+threading._register_atexit(_stop_running_playbooks)
 
 #: environment variables of the hub passed on to ansible-playbook (others are blanked)
 ENV_ALLOWLIST = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR"}
@@ -464,7 +510,7 @@ class AnsibleConfigurer(Configurer):
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
+        playing = _RunningPlaybook()
         where = f"{machine.host}:{machine.port}"
 
         def on_event(event):  # called in the runner's thread
@@ -485,28 +531,29 @@ class AnsibleConfigurer(Configurer):
                     quiet=True,
                     suppress_env_files=True,
                     event_handler=on_event,
-                    cancel_callback=cancelled.is_set,
+                    cancel_callback=playing.cancelled.is_set,
                 )
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, None)
 
         async def stop():
-            if playbook_pid is not None and playbook_started is not None:
-                await asyncio.to_thread(kill_process_tree, playbook_pid, playbook_started)
-            cancelled.set()  # the runner ends the run (and kills the process group) at its next check
+            # the runner ends the run (and kills the process group) at its next check
+            await asyncio.to_thread(playing.stop)
             await asyncio.gather(asyncio.shield(job), return_exceptions=True)
 
+        with _RUNNING_LOCK:
+            _RUNNING.add(playing)
         job = loop.run_in_executor(self._pool(), run)
+        job.add_done_callback(lambda _: _forget(playing))
         deadline = loop.time() + self.timeout
         failure = None
         stats: dict = {}
         last_task = None
-        playbook_pid = playbook_started = None
         try:
             while (event := await _next_event(events, max(0, deadline - loop.time()))) is not None:
-                if playbook_pid is None and event.get("pid"):
-                    playbook_pid = int(event["pid"])
-                    playbook_started = process_start_time(playbook_pid)
+                if playing.pid is None and event.get("pid"):
+                    playing.started = process_start_time(int(event["pid"]))
+                    playing.pid = int(event["pid"])
                 kind = event.get("event", "")
                 if kind == "playbook_on_stats":
                     stats = {

@@ -1,9 +1,16 @@
-"""AnsibleConfigurer runs that need no machine: a timeout stops every process of the run, and
+"""AnsibleConfigurer runs that need no machine: a timeout stops every process of the run, so does
+the exit of a process (a hub) with a run still going, and
 a machine that does not answer gives a clear error. Real ansible-playbook processes; the
 timeout case runs a local play (connection: local) from its own playbook directory."""
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +143,59 @@ async def test_variables_are_data_never_templates(tmp_path, credentials):
     assert not marker.exists()
     assert seen_in_argv == []
     assert list(work.iterdir()) == []
+
+
+#: a process that starts a configure whose task sleeps, then stops its loop with the configure
+#: still pending and exits, as a hub stopping with spawns still configuring machines does
+#: (JupyterHub stops its loop; nothing cancels the spawns when cleanup_servers is off)
+EXIT_MID_RUN = """
+import asyncio, sys, time
+from pathlib import Path
+from multiplespawner.machines.credentials import CredentialStore
+from tests.integration.test_ansible_runs import local_play, processes_with
+
+tmp, marker = Path(sys.argv[1]), sys.argv[2]
+
+async def main():
+    creds = await CredentialStore(base_dir=str(tmp / "keys")).create("runs")
+    configurer, _, machine = local_play(tmp, creds, "    - name: Wait\\n"
+        f"      ansible.builtin.command: sleep {marker}\\n      changed_when: false\\n", timeout=900)
+    asyncio.ensure_future(configurer.configure(machine, creds, {}))
+    while not processes_with(f"sleep {marker}"):
+        await asyncio.sleep(0.2)
+    asyncio.get_running_loop().stop()
+
+loop = asyncio.new_event_loop()
+loop.create_task(main())
+loop.run_forever()
+print("STOPPED", time.time(), flush=True)
+"""
+
+
+def test_a_process_exiting_mid_run_stops_the_playbook_instead_of_waiting_for_it(tmp_path):
+    """The exit joins the configurer's pool threads; without the exit hook it waited for the
+    playbook to end (here a 600 s task)."""
+    marker = f"600.{random.randint(100000, 999999)}"  # the task's seconds, unique to this run
+    proc = subprocess.Popen([sys.executable, "-c", EXIT_MID_RUN, str(tmp_path), marker],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("STOPPED"), line
+        stopped_at = float(line.split()[1])
+        proc.wait(timeout=60)
+        exited_after = time.time() - stopped_at
+    finally:
+        if proc.poll() is None:  # (the failure this test is for) then what it left running
+            proc.kill()
+            proc.wait()
+            for found in processes_with(marker) + processes_with(str(tmp_path)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(found.split(":")[0]), signal.SIGKILL)
+    print(f"the process exited {exited_after:.1f} s after its loop stopped with the playbook running")
+    assert exited_after < 20, exited_after
+    for _ in range(50):
+        if not processes_with(f"sleep {marker}"):
+            break
+        time.sleep(0.2)
+    assert processes_with(f"sleep {marker}") == []
