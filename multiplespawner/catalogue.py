@@ -28,12 +28,11 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import jsonschema
 import yaml
 
 from .classes import TemplateError, spawner_class_for
@@ -154,21 +153,28 @@ def _load_schema() -> dict:
 
 
 SCHEMA = _load_schema()
-_VALIDATOR_CLS = jsonschema.validators.validator_for(SCHEMA)
-_VALIDATOR_CLS.check_schema(SCHEMA)
 
 
-def _validator_for(definition: str | None):
-    """A validator for the whole file schema, or for one of its ``$defs``."""
-    schema = SCHEMA if definition is None else {
-        "$schema": SCHEMA["$schema"],
-        "$defs": SCHEMA["$defs"],
-        "$ref": f"#/$defs/{definition}",
-    }
-    return _VALIDATOR_CLS(schema)
+@cache
+def _validator(kind: str | None):
+    """The validator for the whole file schema (``None``), one of its ``$defs``
+    (``deployments``, ``templates``) or a pool's ``hosts`` list (``pool_hosts``).
+
+    Made at first use: importing jsonschema takes seconds (its optional format checkers build
+    grammars at import), which a command that only prints its help must not pay.
+    """
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(SCHEMA)
+    if kind is None:
+        validator_cls.check_schema(SCHEMA)
+        return validator_cls(SCHEMA)
+    shared = {"$schema": SCHEMA["$schema"], "$defs": SCHEMA["$defs"]}
+    if kind == "pool_hosts":
+        return validator_cls({**shared, **SCHEMA["$defs"]["deployment"]["properties"]["hosts"]})
+    return validator_cls({**shared, "$ref": f"#/$defs/{kind}"})
 
 
-_VALIDATORS = {kind: _validator_for(kind) for kind in (None, "deployments", "templates")}
 _IDENTIFIER_RE = re.compile(SCHEMA["$defs"]["identifier"]["pattern"])
 
 
@@ -426,7 +432,7 @@ def validate_document(document: Any, filename: str) -> Document:
     if document is None:
         document = {}
     kind = document_kind(document)
-    errors = sorted(_VALIDATORS[kind].iter_errors(document), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(kind).iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         raise CatalogueError(
             [Problem(filename, _json_path(e.absolute_path), _message(e)) for e in errors]
@@ -439,13 +445,6 @@ def validate_document(document: Any, filename: str) -> Document:
                     ("deployments",), ("templates",))
 
 
-_POOL_HOSTS_VALIDATOR = _VALIDATOR_CLS({
-    "$schema": SCHEMA["$schema"],
-    "$defs": SCHEMA["$defs"],
-    **SCHEMA["$defs"]["deployment"]["properties"]["hosts"],
-})
-
-
 def pool_hosts_problems(hosts: Any) -> list[str]:
     """What is wrong with ``hosts`` as a ``bare_metal`` deployment's ``hosts`` list.
 
@@ -455,12 +454,15 @@ def pool_hosts_problems(hosts: Any) -> list[str]:
     (``: <why>`` for the list itself), to follow the name of what holds the list; an empty
     list means none.
     """
-    errors = sorted(_POOL_HOSTS_VALIDATOR.iter_errors(hosts), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator("pool_hosts").iter_errors(hosts), key=lambda e: list(e.absolute_path))
     return ["".join(f"/{p}" for p in e.absolute_path) + f": {_message(e)}" for e in errors]
 
 
-def _message(error: jsonschema.ValidationError) -> str:
-    # the best match inside oneOf/anyOf/$ref chains says more than the umbrella error
+def _message(error) -> str:
+    """A ``jsonschema.ValidationError``'s message: the best match inside oneOf/anyOf/$ref
+    chains says more than the umbrella error."""
+    import jsonschema
+
     best = jsonschema.exceptions.best_match([error])
     return best.message
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib.util
 import threading
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from jupyterhub.spawner import Spawner
 from traitlets.utils.importstring import import_item
+
+if TYPE_CHECKING:  # imported where a class is checked: loading JupyterHub's spawner takes a second
+    from jupyterhub.spawner import Spawner
 
 
 class TemplateError(Exception):
@@ -43,6 +46,8 @@ def spawner_class_for(name: str) -> type[Spawner]:
 
 
 def _resolve_spawner_class(name: str) -> type[Spawner]:
+    from jupyterhub.spawner import Spawner
+
     try:
         if "." in name:
             cls = import_item(name)

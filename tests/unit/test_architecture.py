@@ -103,3 +103,13 @@ def test_the_child_adapters_load_no_child_spawner_package():
     cannot derive from it anyway (see multiplespawner/children/base.py)."""
     modules = loaded_after("import multiplespawner.children")
     assert not under(modules, {"dockerspawner", "kubespawner", "batchspawner", "cloudsshspawner", "docker"})
+
+
+def test_the_template_cli_starts_without_jsonschema_or_jupyterhub():
+    """``multiplespawner-templates --help`` must start in a fraction of a second: importing
+    jsonschema (its optional format checkers build a grammar at import) and JupyterHub's
+    spawner (its ORM) took seconds; both load where a catalogue is validated or a class
+    checked, not at import."""
+    loaded = loaded_after("import multiplespawner.editor.cli, multiplespawner.catalogue, multiplespawner.classes")
+    assert not under(loaded, {"jsonschema", "jupyterhub", "sqlalchemy", "rfc3987_syntax"}), sorted(
+        under(loaded, {"jsonschema", "jupyterhub", "sqlalchemy", "rfc3987_syntax"}))
