@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 #: how long (seconds) a SLURM job of a failed start is looked for: a controller frozen while it
 #: took the submission queues the job when it resumes, which may be much later
 ORPHAN_SEARCH_SECONDS = 3600
-#: the longest pause (seconds) between two attempts to cancel it while the controller does not answer
+#: the pauses (seconds) between two attempts to cancel it while the controller does not answer:
+#: the first, doubled after each attempt up to the longest
+ORPHAN_RETRY_FIRST_SECONDS = 1.0
 ORPHAN_RETRY_MAX_SECONDS = 30
 #: the pause (seconds) before cancelling once more after the controller first answered: a
 #: submission it read from its socket when it resumed may still have been on its way
@@ -88,7 +90,7 @@ async def _cancel_jobs_named(child, name: str) -> None:
     command = f"{format_template(child.exec_prefix, **child.get_req_subvars())} scancel --name={name}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ORPHAN_SEARCH_SECONDS
-    pause, answered = 1.0, 0
+    pause, answered = ORPHAN_RETRY_FIRST_SECONDS, 0
     while answered < 2:
         try:
             await child.run_command(command, env=child.get_env())
