@@ -20,7 +20,7 @@ import requests
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub, create_unix_user, remove_unix_user
 from tests.fixtures.procs import wait_until
-from tests.fixtures.slurm import Slurm
+from tests.fixtures.slurm import running_cluster
 from tests.integration.child_spawners import HUB_ENV
 from tests.integration.test_cloudssh_spawner import user_processes
 from tests.integration.test_faults import hub_latency_during, kept_server
@@ -37,11 +37,8 @@ USERS = ("running", "after-restart", "during-hang", "during-stop")
 
 @pytest.fixture(scope="module")
 def cluster():
-    slurm = Slurm()
-    try:
-        yield slurm.start()
-    finally:
-        slurm.cleanup()
+    with running_cluster() as slurm:
+        yield slurm
 
 
 @pytest.fixture(scope="module")
@@ -166,30 +163,27 @@ def test_slurmctld_restart_running_job_unharmed_next_spawn_works(slurm_hub, user
     print(f"slurmctld restart: back after {took:.2f} s; the job kept running; the next spawn was ready {ready:.2f} s later")
 
 
-def test_slurmctld_hung_spawn_fails_bounded_naming_slurm_leaves_no_job(slurm_hub, users, cluster, running_job):
-    with hung(cluster.controller()):
-        (message, waited), slowest = hub_latency_during(
-            slurm_hub, lambda: spawn_fails(slurm_hub, users["during-hang"]))
-        assert running_answers(slurm_hub, users)  # the notebook's path does not go through slurmctld
-    print(f"slurmctld hung: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
+def fails_bounded_then_recovers(hub, cluster, users, fault, user, running_job, what) -> None:
+    """During ``fault`` (a context manager) a spawn fails within :data:`FAILED_WITHIN` naming
+    SLURM, the hub's API and the kept server answer; after it, the first spawn succeeds."""
+    with fault:
+        (message, waited), slowest = hub_latency_during(hub, lambda: spawn_fails(hub, user))
+        assert running_answers(hub, users)  # the notebook's path does not go through slurmctld
+    print(f"{what}: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
     assert "SLURM" in message, message
     assert waited < FAILED_WITHIN, waited
     assert slowest < 2.0, slowest
-    ready = recovers(slurm_hub, cluster, users, users["during-hang"], running_job)
-    print(f"slurmctld hung: the first spawn after SIGCONT was ready {ready:.2f} s later")
+    print(f"{what}: the first spawn after it was ready {recovers(hub, cluster, users, user, running_job):.2f} s later")
+
+
+def test_slurmctld_hung_spawn_fails_bounded_naming_slurm_leaves_no_job(slurm_hub, users, cluster, running_job):
+    fails_bounded_then_recovers(slurm_hub, cluster, users, hung(cluster.controller()), users["during-hang"],
+                                running_job, "slurmctld hung (SIGSTOP)")
 
 
 def test_slurmctld_refusing_spawn_fails_bounded_naming_slurm(slurm_hub, users, cluster, running_job):
-    with refusing(cluster.controller()):
-        (message, waited), slowest = hub_latency_during(
-            slurm_hub, lambda: spawn_fails(slurm_hub, users["during-stop"]))
-        assert running_answers(slurm_hub, users)
-    print(f"slurmctld stopped: spawn failed after {waited:.2f} s ({message!r}); slowest hub API answer {slowest:.2f} s")
-    assert "SLURM" in message, message
-    assert waited < FAILED_WITHIN, waited
-    assert slowest < 2.0, slowest
-    ready = recovers(slurm_hub, cluster, users, users["during-stop"], running_job)
-    print(f"slurmctld stopped: the first spawn after its start was ready {ready:.2f} s later")
+    fails_bounded_then_recovers(slurm_hub, cluster, users, refusing(cluster.controller()), users["during-stop"],
+                                running_job, "slurmctld stopped")
     slurm_hub.stop_server(users["running"])
     wait_until(lambda: queue(cluster) == {}, timeout=30, message="no job left in the queue")
     for name in users.values():
