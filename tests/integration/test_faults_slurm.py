@@ -11,6 +11,7 @@ holds the node's second CPU and the next job stays pending (reason ``Resources``
 """
 
 import json
+import secrets
 import sys
 import time
 
@@ -45,7 +46,7 @@ def cluster():
 def users():
     """Unix accounts (``fs<hex>-<role>``) for the roles in :data:`USERS`, removed after the module
     (after the hub and the cluster: nothing runs as them any more)."""
-    prefix = f"fs{time.monotonic_ns() % 0xFFFF:04x}"
+    prefix = f"fs{secrets.token_hex(2)}"
     made = {role: f"{prefix}-{role}"[:32] for role in USERS}
     try:
         for name in made.values():
