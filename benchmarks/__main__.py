@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--students", type=int, metavar="N",
                         help="class size, for the benchmarks that simulate one (course_rush)")
+    parser.add_argument("--hub-sqlite", choices=("wal", "default"),
+                        help="the hubs' SQLite database (course_rush): 'wal' (write-ahead log, "
+                             "multiplespawner.hub_database, the default there) or SQLite's defaults")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -43,6 +46,10 @@ def main(argv=None) -> int:
         if args.students < 2:
             parser.error("--students must be at least 2 (half local processes, half containers)")
         options["students"] = args.students
+    if args.hub_sqlite is not None:
+        if "hub_sqlite" not in inspect.signature(module.run).parameters:
+            parser.error(f"{args.name} takes no --hub-sqlite")
+        options["hub_sqlite"] = args.hub_sqlite
     started = time.time()
     if args.soak:
         if not getattr(module, "SUPPORTS_SOAK", False):

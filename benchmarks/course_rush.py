@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -88,10 +89,14 @@ c.DockerSpawner.name_template = {name_template!r}
 """
 
 
-def _common_config(gateway: str, nginx_host: str, n: int) -> str:
+def _common_config(gateway: str, nginx_host: str, n: int, hub_sqlite: str) -> str:
     """What both hubs share: header login behind nginx, the hub API where containers reach it,
-    room for the whole class, patient timeouts, the loop probe."""
+    room for the whole class, patient timeouts, the loop probe, the same SQLite settings
+    (``hub_sqlite``: ``wal`` for multiplespawner.hub_database's, ``default`` for SQLite's)."""
+    wal = ("from multiplespawner.hub_database import sqlite_wal_db_kwargs\n"
+           "c.JupyterHub.db_kwargs = sqlite_wal_db_kwargs()") if hub_sqlite == "wal" else ""
     return f"""
+{wal}
 c.JupyterHub.authenticator_class = "header"
 c.HeaderAuthenticator.trusted_proxy_ips = [{nginx_host!r}]
 c.HeaderAuthenticator.hub_proxy_ips = {_local_sources(gateway)!r}
@@ -343,6 +348,7 @@ def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_ho
     cleanup.nginxes.append(nginx)
     hub.start(timeout=120)
     nginx.start()
+    journal_mode = hub_journal_mode(hub)
     rss_before = hub_rss_mb(hub)
     hub_address = f"{gateway}:{hub.hub_port}"
     _probe(hub_address, reset=True)
@@ -363,7 +369,18 @@ def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_ho
         print(f"--- {kind} hub: last warnings and errors ---", *problems[-40:], sep="\n", file=sys.stderr)
     hub.remove()
     nginx.cleanup()
-    return _figures(kind, records, watcher, probe, weights, rss_before, rss_after, started, load_before)
+    return {**_figures(kind, records, watcher, probe, weights, rss_before, rss_after, started, load_before),
+            "hub_db_journal_mode": journal_mode}
+
+
+def hub_journal_mode(hub: Hub) -> str:
+    """The journal mode of the hub's SQLite file, read by a connection of our own (WAL is a
+    property of the file, so this is what the hub's connections use)."""
+    connection = sqlite3.connect(f"file:{hub.dir / 'jupyterhub.sqlite'}?mode=ro", uri=True)
+    try:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
 
 
 def _figures(kind, records, watcher, probe, weights, rss_before, rss_after, started, load_before) -> dict:
@@ -477,7 +494,7 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(quick: bool, students: int | None = None) -> dict:
+def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal") -> dict:
     from images.build import build_image
     from images.engine import DockerEngine
 
@@ -501,7 +518,7 @@ def run(quick: bool, students: int | None = None) -> dict:
         password = secrets.token_urlsafe(12)
         cleanup.slapd = Slapd().start()
         nginx_host = loopback_host()
-        common = _common_config(gateway, nginx_host, n)
+        common = _common_config(gateway, nginx_host, n, hub_sqlite)
         results = {}
         for kind in KINDS:
             templates = ["container" if i % 2 else "local" for i in range(n)]
@@ -519,10 +536,10 @@ def run(quick: bool, students: int | None = None) -> dict:
     finally:
         cleanup.run()
         engine.release()
-    return _compare(n, results)
+    return _compare(n, results, hub_sqlite)
 
 
-def _compare(n: int, results: dict) -> dict:
+def _compare(n: int, results: dict, hub_sqlite: str) -> dict:
     plain, suite = results["plain"], results["suite"]
 
     def ratio(a, b):
@@ -530,6 +547,7 @@ def _compare(n: int, results: dict) -> dict:
 
     return {
         "students": n,
+        "hub_sqlite": hub_sqlite,
         "order": list(KINDS),
         "plain": plain,
         "suite": suite,

@@ -72,6 +72,15 @@ CATALOGUE_RELOAD_ERRORS = Counter(
     "Catalogue loads that failed (a broken edit; the last good catalogue stays in force)",
 )
 
+ORPHAN_PROCESSES_STOPPED = Counter(
+    "multiplespawner_orphan_processes_stopped",
+    "Local notebook processes of this hub that no server owned, stopped when the hub started "
+    "(when=hub_start) or before their server started again (when=spawn)",
+    ["when"],
+)
+for _when in ("hub_start", "spawn"):  # both series exist from the start, at 0
+    ORPHAN_PROCESSES_STOPPED.labels(when=_when)
+
 
 def observe_phase(template: str, provider: str, phase: str, seconds: float) -> None:
     """Record that ``phase`` of a spawn of ``template`` on ``provider`` took ``seconds``."""

@@ -29,7 +29,7 @@ import time
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future, recursive_update
-from traitlets import Float, Integer, List, TraitError, Unicode, default, observe
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, observe
 
 from cloudsshspawner.progress import ProgressEvents
 
@@ -46,6 +46,7 @@ from .catalogue import (
 )
 from .admission import Place, admission_for
 from .children import CpuWeight, adapter_for
+from .children.local_orphans import sweep_once as sweep_orphaned_processes_once
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, refused, user_facing
@@ -189,6 +190,20 @@ class MultipleSpawner(Spawner):
         """,
     ).tag(config=True)
 
+    stop_orphaned_processes = Bool(
+        True,
+        help="""Stop local-process notebooks (LocalProcessSpawner children) of this hub that no
+        server owns: once when the hub starts, for servers whose stored state names no running
+        process, and before a local server starts, for that server.
+
+        Such a process is left when the hub dies after starting the notebook and before
+        storing its PID. Processes are recognised by their environment (the hub's API URL in
+        MULTIPLESPAWNER_LOCAL_HUB, JUPYTERHUB_USER, JUPYTERHUB_SERVER_NAME), which whatever
+        the notebook starts inherits: processes a notebook detached (``nohup``, ``setsid``)
+        are stopped with it too. Each stop is logged. See docs/reliability.md.
+        """,
+    ).tag(config=True)
+
     # ---- state kept in memory (persisted through get_state/load_state) ----------------
     child = None  # the child Spawner of the current server, if any
     machine = None  # the MachineLease of a bare_metal/virtual_machine server (see machines.py)
@@ -202,6 +217,8 @@ class MultipleSpawner(Spawner):
     def __init__(self, **kwargs):
         self._events = ProgressEvents()
         super().__init__(**kwargs)
+        if self.stop_orphaned_processes:
+            sweep_orphaned_processes_once(self)  # the first instance: while the hub loads its servers
 
     # ---- catalogue ---------------------------------------------------------------------
     @property
@@ -526,6 +543,7 @@ class MultipleSpawner(Spawner):
             for name, value in traits.items():
                 setattr(self.child, name, value)
         self._event(30, f"Starting {type(self.child).__name__}")
+        await adapter_for(type(self.child)).before_start(self, self.child)
         self._child_start_begun = True
         self._events.finish()  # our own phase is over: progress() goes on with the child's events
         began = time.monotonic()

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tornado.web import HTTPError
 
+from multiplespawner.hub_database import sqlite_wal_db_kwargs
+
 c = get_config()  # noqa: F821
 
 state = Path.cwd()
@@ -46,6 +48,9 @@ c.ConfigurableHTTPProxy.api_url = (
     f"http://127.0.0.1:{os.environ.get('QUICKSTART_PROXY_API_PORT', '8001')}"
 )
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+# the hub commits on its event loop: in write-ahead-log mode it stops waiting for the disk
+# (docs/scale.md#the-hubs-database says what that trades)
+c.JupyterHub.db_kwargs = sqlite_wal_db_kwargs()
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 

@@ -90,6 +90,10 @@ class ChildAdapter:
         child depends on failed (naming that service), or None to show the error as it is."""
         return None
 
+    async def before_start(self, spawner: Spawner, child: Spawner) -> None:
+        """Run by MultipleSpawner ``spawner`` right before ``child.start()`` (after the machine
+        of a machine-backed template is ready). This class: nothing."""
+
     def lower_cpu_weight(self, child: Spawner, weight: CpuWeight) -> None:
         """Make ``child`` start its notebook at ``weight`` (set before ``start``).
 

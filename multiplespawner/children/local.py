@@ -2,7 +2,8 @@
 
 CPU and memory become ``CPU_LIMIT``/``MEM_LIMIT`` in the notebook's environment (JupyterHub does
 not enforce them for local processes); GPUs are not mapped. The notebook process starts at a
-lower CPU weight than the hub (:meth:`LocalProcessAdapter.lower_cpu_weight`).
+lower CPU weight than the hub (:meth:`LocalProcessAdapter.lower_cpu_weight`). Before it starts,
+processes of the same server that no server owns are stopped (:mod:`.local_orphans`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .base import ChildAdapter, CpuWeight, register
-
+from .local_orphans import sweep_before_start
 
 
 def lower_priority_of(pid: int, nice: int) -> None:
@@ -39,6 +40,13 @@ def lower_priority_of(pid: int, nice: int) -> None:
 @register
 class LocalProcessAdapter(ChildAdapter):
     adapts = "jupyterhub.spawner:LocalProcessSpawner"
+
+    async def before_start(self, spawner, child) -> None:
+        """Mark the notebook's environment with this hub and stop the server's orphaned
+        processes (:func:`.local_orphans.sweep_before_start`), unless
+        ``MultipleSpawner.stop_orphaned_processes`` is off."""
+        if spawner.stop_orphaned_processes:
+            await sweep_before_start(spawner, child)
 
     def lower_cpu_weight(self, child, weight: CpuWeight) -> None:
         """Apply :func:`lower_priority_of` to the notebook's process as soon as the child records

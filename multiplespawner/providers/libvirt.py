@@ -31,6 +31,14 @@ What :meth:`LibvirtProvider.create` makes for machine ``NAME``, and :meth:`destr
 The provider must run on the libvirt host (it writes the overlay and seed there, and the SSH
 forward listens on that host's ``listen_host``). libvirt calls and subprocesses run in the
 provider's bounded thread pool, never on the event loop.
+
+When libvirtd fails (see docs/reliability.md): no libvirt call waits longer than about
+``timeout`` seconds. Opening the connection is bounded by a watchdog; calls on an open
+connection by libvirt's keepalive (a process-wide libvirt event loop thread answers and sends
+the keepalive messages), which also finds a connection that a restarted daemon closed, so the
+next call opens a fresh one. A call that still meets a closed connection is retried once on a
+fresh one where that is safe (look-ups, listing, destroying). Failures name the daemon: "the
+libvirt daemon at URI did not answer within N s" or "... is not reachable right now".
 """
 
 from __future__ import annotations
@@ -71,6 +79,9 @@ class LibvirtProvider(Provider):
     per-machine overlay, seed and console log live; it is created mode 0711 so QEMU (running
     as its own user) can reach the files libvirt hands it. ``listen_host``: the address SSH
     forwards listen on; keep it a loopback address unless the hub runs elsewhere.
+    ``timeout``: seconds any one libvirt call may wait for the daemon (connecting, or an
+    answer on an open connection: its keepalive gives up after about that long) before it
+    fails with :class:`ProviderError` naming the daemon.
     ``log``: a :class:`logging.Logger` (e.g. the spawner's ``self.log``).
     """
 
@@ -78,10 +89,13 @@ class LibvirtProvider(Provider):
 
     def __init__(self, uri: str = "qemu:///system",
                  storage_dir: str | os.PathLike = "/var/lib/jupyterhub-multiplespawner/libvirt",
-                 listen_host: str = "127.0.0.1", log=None):
+                 listen_host: str = "127.0.0.1", timeout: float = 30, log=None):
         self.uri = uri
         self.storage_dir = Path(storage_dir)
         self.listen_host = listen_host
+        if not timeout > 0:
+            raise ProviderError("the libvirt provider's timeout must be a positive number of seconds")
+        self.timeout = float(timeout)
         self.log = log or logging.getLogger(__name__)
         self._conn = None
         self._conn_lock = threading.Lock()
@@ -89,12 +103,19 @@ class LibvirtProvider(Provider):
     # -- the provider interface ------------------------------------------------------------
 
     async def create(self, spec: MachineSpec) -> Machine:
-        """Define and start the domain; return once QEMU runs (the guest is still booting)."""
-        job = asyncio.ensure_future(self.run_blocking(self._create, spec))
+        """Define and start the domain; return once QEMU runs (the guest is still booting).
+
+        If the caller is cancelled, the thread makes nothing more once its current step ends,
+        and whatever it made is removed.
+        """
+        abandoned = threading.Event()
+        job = asyncio.ensure_future(self.run_blocking(self._create, spec, abandoned))
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
-            # the thread goes on; once it is done, remove whatever it made
+            abandoned.set()
+            # the thread goes on (each of its libvirt calls is bounded); once it is done,
+            # remove whatever it made
             with contextlib.suppress(Exception):
                 await job
             with contextlib.suppress(Exception):
@@ -135,17 +156,92 @@ class LibvirtProvider(Provider):
     # -- blocking implementation (runs in the thread pool) ---------------------------------
 
     def _connection(self):
+        """The cached connection, or a new one if there is none or it is no longer alive."""
+        if not self._conn_lock.acquire(timeout=self.timeout):  # another thread is connecting
+            raise self._no_answer()
+        try:
+            if self._conn is None or not self._conn.isAlive():
+                self._conn = None
+                self._conn = self._open()
+            return self._conn
+        finally:
+            self._conn_lock.release()
+
+    def _open(self):
+        """A new connection with keepalive; opening is bounded by ``timeout``.
+
+        libvirt's own open cannot be interrupted and waits forever for a frozen daemon: it runs
+        in a helper thread, which closes the connection itself if it arrives after the caller
+        gave up.
+        """
         import libvirt
 
-        with self._conn_lock:
-            if self._conn is None or not self._conn.isAlive():
-                # errors reach the caller as exceptions; libvirt's own stderr printing only adds noise
-                libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-                try:
-                    self._conn = libvirt.open(self.uri)
-                except libvirt.libvirtError as e:
-                    raise ProviderError(f"cannot connect to libvirt at {self.uri}: {e}") from e
-            return self._conn
+        _start_event_loop()
+        outcome = {}
+        lock = threading.Lock()
+
+        def open_():
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                conn, outcome["error"] = None, e
+            with lock:
+                if "gave_up" in outcome and conn is not None:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        conn.close()
+                outcome["conn"] = conn
+
+        opener = threading.Thread(target=open_, name="libvirt-open", daemon=True)
+        opener.start()
+        opener.join(self.timeout)
+        with lock:
+            if "conn" not in outcome:
+                outcome["gave_up"] = True
+                raise self._no_answer()
+        if outcome["conn"] is None:
+            raise ProviderError(f"the libvirt daemon at {self.uri} is not reachable right now: "
+                                f"{outcome['error']}") from outcome["error"]
+        conn = outcome["conn"]
+        try:
+            # a ping every interval; after `count` unanswered ones the connection is closed
+            # and the call waiting on it fails: about `timeout` seconds in all
+            interval = max(1, int(self.timeout / 4))
+            conn.setKeepAlive(interval, 3)
+        except libvirt.libvirtError as e:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+            raise self._failed(e) from e
+        return conn
+
+    def _no_answer(self) -> ProviderError:
+        return ProviderError(f"the libvirt daemon at {self.uri} did not answer within "
+                             f"{self.timeout:g} s; please try again in a few minutes")
+
+    def _failed(self, error) -> ProviderError:
+        """A ProviderError naming the daemon for a libvirt error of the connection itself."""
+        if "keepalive" in str(error):
+            return self._no_answer()
+        return ProviderError(f"lost the connection to the libvirt daemon at {self.uri}: {error}")
+
+    def _on_connection(self, step):
+        """``step(conn)``; run once more on a fresh connection if the first one turns out to
+        be closed (a restarted daemon). Only for steps that are safe to repeat."""
+        try:
+            return step(self._connection())
+        except Exception as e:
+            if not _connection_lost(e):
+                raise
+            if "keepalive" in str(e):  # the daemon does not answer: a retry would wait again
+                raise self._failed(e) from e
+            self.log.info("libvirt: the connection to %s was closed (%s); reconnecting", self.uri, e)
+            with self._conn_lock:
+                self._conn = None
+        try:
+            return step(self._connection())
+        except Exception as e:
+            if _connection_lost(e):
+                raise self._failed(e) from e
+            raise
 
     def _machine_dir(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -154,7 +250,7 @@ class LibvirtProvider(Provider):
             )
         return self.storage_dir / name
 
-    def _create(self, spec: MachineSpec) -> Machine:
+    def _create(self, spec: MachineSpec, abandoned: threading.Event | None = None) -> Machine:
         import libvirt
 
         image = _check_image(spec.deployment)
@@ -167,10 +263,11 @@ class LibvirtProvider(Provider):
         if spec.ssh_user == "root" or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", spec.ssh_user):
             raise ProviderError(f"invalid login account {spec.ssh_user!r} for a virtual machine "
                                 "(a lowercase Unix user name other than root)")
-        conn = self._connection()
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.lookupByName(spec.name)
+        if self._on_connection(lambda conn: _domain(conn, spec.name)) is not None:
             raise ProviderError(f"a virtual machine named {spec.name} already exists")
+        if abandoned is not None and abandoned.is_set():
+            raise ProviderError(f"creating virtual machine {spec.name} was cancelled")
+        conn = self._connection()
         self.storage_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         try:
             directory.mkdir(mode=0o711)
@@ -205,22 +302,22 @@ class LibvirtProvider(Provider):
             shutil.rmtree(directory, ignore_errors=True)
             if isinstance(e, ProviderError):
                 raise
+            if _connection_lost(e):
+                raise self._failed(e) from e
             raise ProviderError(f"could not create virtual machine {spec.name}: {e}") from e
         self.log.info("libvirt: started %s (%d vCPU, %d MiB), SSH on %s:%d",
                       spec.name, vcpus, memory_mb, machine.host, machine.port)
         return machine
 
     def _destroy(self, name: str) -> None:
+        directory = self._machine_dir(name)
+        self._on_connection(lambda conn: self._destroy_domain(conn, name))
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _destroy_domain(self, conn, name: str) -> None:
         import libvirt
 
-        directory = self._machine_dir(name)
-        conn = self._connection()
-        try:
-            domain = conn.lookupByName(name)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise ProviderError(f"libvirt: looking up {name} failed: {e}") from e
-            domain = None
+        domain = _domain(conn, name)
         if domain is not None:
             if _metadata(domain) is None:
                 raise ProviderError(f"refusing to destroy {name}: it was not made by this provider")
@@ -228,27 +325,30 @@ class LibvirtProvider(Provider):
                 try:
                     step()
                 except libvirt.libvirtError as e:
+                    if _connection_lost(e):
+                        raise
                     if e.get_error_code() not in (libvirt.VIR_ERR_OPERATION_INVALID,
                                                   libvirt.VIR_ERR_NO_DOMAIN):
                         raise ProviderError(f"libvirt: destroying {name} failed: {e}") from e
             self.log.info("libvirt: destroyed %s", name)
-        shutil.rmtree(directory, ignore_errors=True)
 
     def _list_all(self) -> list[Machine]:
-        machines = []
-        for domain in self._connection().listAllDomains(0):
-            meta = _metadata(domain)
-            if meta is not None:
-                machines.append(_machine_from_metadata(domain.name(), self.name, meta))
-        return machines
+        def machines(conn):
+            found = []
+            for domain in conn.listAllDomains(0):
+                meta = _metadata(domain)
+                if meta is not None:
+                    found.append(_machine_from_metadata(domain.name(), self.name, meta))
+            return found
+
+        return self._on_connection(machines)
 
     def _is_running(self, name: str) -> bool:
-        import libvirt
+        def running(conn):
+            domain = _domain(conn, name)
+            return domain is not None and bool(domain.isActive())
 
-        try:
-            return bool(self._connection().lookupByName(name).isActive())
-        except libvirt.libvirtError:
-            return False
+        return self._on_connection(running)
 
     async def _console_tail(self, name: str, lines: int = 25) -> str:
         path = self._machine_dir(name) / "console.log"
@@ -259,6 +359,55 @@ class LibvirtProvider(Provider):
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _start_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread, once per process.
+
+    Keepalive needs it: the thread sends the pings, notices unanswered ones and a connection
+    the daemon closed (``isAlive()`` then turns false). It must be registered before the
+    connections that use it are opened.
+    """
+    global _event_loop_started
+    import libvirt
+
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        # errors reach the caller as exceptions; libvirt's own stderr printing only adds noise
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run():
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _connection_lost(error) -> bool:
+    """True for a libvirt error of the connection itself (closed, broken, keepalive timeout)."""
+    import libvirt
+
+    return isinstance(error, libvirt.libvirtError) and error.get_error_domain() == libvirt.VIR_FROM_RPC
+
+
+def _domain(conn, name: str):
+    """The domain ``name`` on ``conn``, or None if there is none."""
+    import libvirt
+
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        if _connection_lost(e):
+            raise
+        raise ProviderError(f"libvirt: looking up {name} failed: {e}") from e
 
 
 def _check_image(deployment: dict) -> Path:
@@ -392,7 +541,9 @@ def _metadata(domain):
 
     try:
         text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
-    except libvirt.libvirtError:
+    except libvirt.libvirtError as e:
+        if _connection_lost(e):
+            raise
         return None
     return ET.fromstring(text)
 

@@ -29,6 +29,7 @@ def quickstart_hub(tmp_path):
         [VENV_BIN / "jupyterhub", "-f", REPO / "examples/quickstart/jupyterhub_config.py"],
         tmp_path / "hub.log", env=env, cwd=state, name="quickstart-hub",
     )
+    hub.state_dir = state
     url = f"http://127.0.0.1:{port}"
     users = []
     try:
@@ -59,6 +60,9 @@ def test_quickstart_login_spawn_lab(quickstart_hub, page, artifacts_dir):
     page.wait_for_selector(".jp-LauncherCard, .jp-Launcher", timeout=120_000)
     screenshot(page, "quickstart-lab", artifacts_dir)
     assert f"/user/{name}/lab" in page.url, hub.log_tail()
+    # the quickstart's database is in write-ahead-log mode (multiplespawner.hub_database)
+    state = hub.state_dir
+    assert (state / "jupyterhub.sqlite-wal").exists(), sorted(p.name for p in state.iterdir())
 
 
 def test_quickstart_refuses_system_accounts(quickstart_hub):

@@ -32,6 +32,8 @@ def test_quick_rush_readies_every_student_and_the_suites_children_run_at_lower_w
         assert set(figures["by_template_p95_s"]) == {"local", "container"}
         assert figures["hub_api_ms"]["probes"] > 0 and figures["hub_loop"]["ticks"] > 0
         assert len(result["samples"][kind]["ready_after_click_s"]) == STUDENTS
+        # both hubs' databases in write-ahead-log mode (multiplespawner.hub_database, the default)
+        assert figures["hub_db_journal_mode"] == "wal"
     assert result["suite"]["cpu_weight_seen"] == {
         "local_nice": {"19": HALF}, "local_autogroup_nice": {"19": HALF}, "container_cpu_shares": {"128": HALF}}
     # Docker reports its default weight as 0

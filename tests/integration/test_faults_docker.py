@@ -1,15 +1,19 @@
 """Fault cells for the Docker engine under container templates (docs/reliability.md).
 
 A private ``dockerd`` (:mod:`tests.fixtures.private_dockerd`, ``--live-restore``; the shared
-engine other tests use is never touched) runs the notebook containers of one hub whose
-MultipleSpawner has a container template (DockerSpawner, the hub reaching each container at
-its address on the private bridge; ``c.DockerSpawner.client_kwargs`` bounds each engine call).
+engine other tests use is never touched) runs the containers of one hub whose MultipleSpawner
+has a container template (DockerSpawner, the hub reaching each container at its address on the
+private bridge; ``c.DockerSpawner.client_kwargs`` bounds each engine call). The containers run
+JupyterHub's mock single-user server from the host's venv, mounted read-only into an image that
+is only a root's skeleton (``import_host_runtime_image``): the engine's faults are the point,
+and copying a notebook image into the private daemon would cost about 80 s of set-up.
 One server (``running``) is started before any fault and
 kept throughout; the daemon is restarted, frozen (SIGSTOP) and stopped by the PID the fixture
 started.
 """
 
 import json
+import sys
 import time
 
 import pytest
@@ -17,7 +21,7 @@ import requests
 
 from tests.fixtures.faults import hung, refusing, restart
 from tests.fixtures.hub import Hub
-from tests.fixtures.private_dockerd import PrivateDockerd
+from tests.fixtures.private_dockerd import PrivateDockerd, host_runtime_volumes
 from tests.fixtures.procs import wait_until
 from tests.integration.test_faults import hub_latency_during, kept_server
 
@@ -27,11 +31,11 @@ NAMED = "Docker engine"
 
 
 @pytest.fixture(scope="module")
-def dockerd(docker_engine, notebook_image):
+def dockerd():
     daemon = PrivateDockerd()
     try:
         daemon.start()
-        daemon.load_image(docker_engine, notebook_image)
+        daemon.image = daemon.import_host_runtime_image()
         yield daemon
     finally:
         daemon.cleanup()
@@ -39,17 +43,21 @@ def dockerd(docker_engine, notebook_image):
 
 
 @pytest.fixture(scope="module")
-def docker_hub(dockerd, notebook_image, tmp_path_factory):
+def docker_hub(dockerd, tmp_path_factory):
     folder = tmp_path_factory.mktemp("docker-faults")
     folder.chmod(0o755)
     catalogue = folder / "catalogue.json"
     catalogue.write_text(json.dumps({
-        "deployments": {"container": [{"name": "here", "provider": "docker", "image": notebook_image}]},
+        "deployments": {"container": [{"name": "here", "provider": "docker", "image": dockerd.image}]},
         "templates": [{
             "name": "box", "resource_type": "container", "providers": ["docker"],
             "spawner": {"class": "dockerspawner.DockerSpawner",
                         "kwargs": {"image": "{DEPLOYMENT_IMAGE}", "remove": True, "pull_policy": "never",
                                    "use_internal_ip": True,
+                                   # the engine's faults are the point, not the notebook: the
+                                   # mock single-user server from the host's venv
+                                   "cmd": [sys.executable, "-m", "jupyterhub.tests.mocksu"],
+                                   "volumes": host_runtime_volumes(),
                                    # removed by DockerSpawner on stop, but not AutoRemove: a
                                    # restarting dockerd deletes AutoRemove containers even with
                                    # live-restore

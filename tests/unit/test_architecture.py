@@ -48,6 +48,8 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
 @pytest.mark.parametrize("code, allowed", [
     pytest.param("import multiplespawner", {"multiplespawner"}, id="package-is-lazy"),
     pytest.param("import multiplespawner.metrics", {"multiplespawner", "multiplespawner.metrics"}, id="metrics"),
+    pytest.param("import multiplespawner.hub_database", {"multiplespawner", "multiplespawner.hub_database"},
+                 id="hub-database"),
     pytest.param("import multiplespawner.catalogue", CATALOGUE_PART, id="catalogue"),
     pytest.param("import multiplespawner.form", CATALOGUE_PART | {"multiplespawner.form"}, id="form"),
     pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.editor.*"},
@@ -59,7 +61,7 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
                  id="machines"),
     pytest.param("import multiplespawner.admission",
                  CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.admission"}, id="admission"),
-    pytest.param("import multiplespawner.children", {"multiplespawner", "multiplespawner.classes", "multiplespawner.children.*"},
+    pytest.param("import multiplespawner.children", {"multiplespawner", "multiplespawner.classes", "multiplespawner.metrics", "multiplespawner.children.*"},
                  id="children-load-no-child-package"),
     pytest.param("import cloudsshspawner", {"cloudsshspawner.*"}, id="cloudsshspawner"),
     pytest.param("import headerauthenticator", {"headerauthenticator.*"}, id="headerauthenticator"),

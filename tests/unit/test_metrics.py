@@ -281,7 +281,7 @@ async def test_user_names_and_user_text_never_become_label_values(tmp_path):
     catalogue_names = {"quick", "broken", "misfit", "pc", "clocked", "local", "pool", "libvirt", "lab-pcs",
                        "127.0.0.2:2222", "restart-pcs", "127.0.0.3:22", "127.0.0.4:22", NO_TEMPLATE}  # this module's
     fixed = {*FAILURE_REASONS, "create", "wait", "configure", "start", "found", "created", "failed",
-             "reconnected", "host_key_changed", "other"}
+             "reconnected", "host_key_changed", "other", "hub_start", "spawn"}
     ours = ("multiplespawner_", "cloudsshspawner_", "ldap_hooks_")
     seen = set()
     for metric in REGISTRY.collect():
