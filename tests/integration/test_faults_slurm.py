@@ -106,8 +106,10 @@ def spawn_fails(hub, user) -> tuple[str, float]:
         events = hub.progress(user, timeout=START_TIMEOUT + 30)
     except requests.HTTPError as e:  # ended before the stream opened: the hub's log has the line
         assert e.response.status_code == 400, e
+        # JupyterHub's line for the failed start ("Not starting NAME's server ...: why", or
+        # "Error starting"/"Unhandled error starting")
         events = [{"failed": True, "message": line} for line in hub.log_text().splitlines()
-                  if f"{user}'s server" in line and "rror starting" in line][-1:]
+                  if f"{user}'s server" in line and ("Not starting" in line or "rror starting" in line)][-1:]
     wait_until(lambda: hub.server_model(user) is None, timeout=60, message="the failed server gone")
     assert events and events[-1].get("failed"), events
     return events[-1]["message"], time.monotonic() - started
