@@ -563,9 +563,10 @@ class MultipleSpawner(Spawner):
         return url
 
     async def _start_child(self):
-        """``child.start()`` within the child's ``start_timeout`` (a TimeoutError saying so)."""
+        """``child.start()`` (through its adapter's :meth:`~.children.ChildAdapter.start`) within the
+        child's ``start_timeout`` (a TimeoutError saying so)."""
         limit = self.child.start_timeout
-        task = asyncio.ensure_future(maybe_future(self.child.start()))
+        task = asyncio.ensure_future(adapter_for(type(self.child)).start(self.child))
         try:
             await asyncio.wait([task], timeout=limit)
         finally:  # timed out, or we were cancelled: cancel the child's start, let it clean up

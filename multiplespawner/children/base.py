@@ -14,6 +14,7 @@ child spawner package.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -72,6 +73,17 @@ class ChildAdapter:
         if "memory_mb" in choice.resources:
             kwargs["mem_limit"] = f"{int(choice.resources['memory_mb'])}M"
         return kwargs
+
+    async def start(self, child: Spawner):
+        """Start ``child`` and return what its ``start()`` returns (MultipleSpawner calls this
+        within the child's ``start_timeout`` and cancels it when that runs out).
+
+        This class: ``child.start()`` alone. An adapter may prepare the child for this one start
+        and, when it fails (or is cancelled), clean up what the child's own ``stop()`` will not
+        reach: the hub stops a failed child only if its ``poll()`` says it still runs.
+        """
+        started = child.start()
+        return await started if inspect.isawaitable(started) else started
 
     def failure_reason(self, child: Spawner, error: BaseException) -> str | None:
         """What to tell the user when ``child.start()`` raised ``error`` because a service the
