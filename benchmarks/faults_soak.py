@@ -1,7 +1,8 @@
 """Soak: simulated users spawn and stop servers while a random dependency fault hits every minute.
 
 One real hub (configurable-http-proxy, ``ldap_hooks`` as pre-spawn hook against a real slapd,
-JupyterHub's mock single-user server) serves ``users`` simulated users. Each user loops: start
+MultipleSpawner with one local template: JupyterHub's mock single-user server started by
+SimpleLocalProcessSpawner, so no Unix account per user) serves ``users`` simulated users. Each user loops: start
 a server through the hub's REST API, wait until it is ready (or has failed), ask it something
 through the proxy, keep it a few seconds, stop it, pause. Every ``fault_every`` seconds one fault
 of :data:`FAULTS` is chosen at random and injected by the PID the benchmark started; hangs and
@@ -20,6 +21,7 @@ minutes, a fault every 60 s. Default: 20 users for 10 minutes.
 """
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -38,7 +40,30 @@ if str(REPO) not in sys.path:
 from benchmarks.common import new_figure, save, summary  # noqa: E402
 from tests.fixtures.faults import hung  # noqa: E402
 from tests.fixtures.hub import Hub  # noqa: E402
-from tests.fixtures.slapd import MOCK_SPAWNER_CONFIG, Slapd, ldap_hub_config, ldap_hub_env  # noqa: E402
+from tests.fixtures.slapd import Slapd, ldap_hub_config, ldap_hub_env  # noqa: E402
+
+SIMPLE = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+
+#: the hub's spawner: MultipleSpawner, its one template the mock server (the spawn the users
+#: make names no template: the first usable one is taken)
+SUITE_SPAWNER_CONFIG = """
+import sys
+from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
+c.JupyterHub.spawner_class = "multiple"
+c.MultipleSpawner.catalogue_paths = [{catalogue!r}]
+c.MultipleSpawner.allowed_spawner_classes = [*DEFAULT_SPAWNER_CLASSES, {simple!r}]
+"""
+
+
+def write_catalogue(folder: Path) -> Path:
+    """The soak's catalogue: one local template running the mock single-user server."""
+    path = folder / "catalogue.json"
+    path.write_text(json.dumps({
+        "deployments": {"local": [{"name": "hub-host", "provider": "local"}]},
+        "templates": [{"name": "mock", "resource_type": "local", "providers": ["local"],
+                       "spawner": {"class": SIMPLE, "kwargs": {"cmd": [sys.executable, "-m", "jupyterhub.tests.mocksu"]}}}],
+    }))
+    return path
 
 #: ``python -m benchmarks faults_soak --soak`` runs the long schedule
 SUPPORTS_SOAK = True
@@ -322,9 +347,11 @@ def run(quick: bool, soak: bool = False) -> dict:
     schedule = SCHEDULES["quick" if quick else "soak" if soak else "default"]
     rng = random.Random(14)
     directory = Slapd().start()
-    hub = Hub(ldap_hub_config(operation_timeout=2.0, connect_timeout=2.0) + MOCK_SPAWNER_CONFIG)
+    hub = Hub(ldap_hub_config(operation_timeout=2.0, connect_timeout=2.0))
+    catalogue = write_catalogue(hub.dir)
     hub.env.update(ldap_hub_env(directory))
     with open(hub.config_path, "a") as config:
+        config.write(SUITE_SPAWNER_CONFIG.format(catalogue=str(catalogue), simple=SIMPLE))
         config.write(STALL_TICKER.format(path=str(hub.dir / "stall")))
     injector = Injector(hub, directory, schedule["fault_for"], rng)
     try:

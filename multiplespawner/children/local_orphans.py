@@ -177,7 +177,8 @@ def stored_pids(spawner) -> dict[tuple[str, str], int]:
     from jupyterhub import orm
 
     pids = {}
-    for orm_spawner in db.query(orm.Spawner).filter(orm.Spawner.state.isnot(None)):
+    # filtered here, not in SQL: a filter on JupyterHub's JSON column type warns (no cache key)
+    for orm_spawner in db.query(orm.Spawner):
         pid = ((orm_spawner.state or {}).get("child_state") or {}).get("pid")
         if isinstance(pid, int) and pid > 0 and orm_spawner.user is not None:
             pids[(orm_spawner.user.name, orm_spawner.name)] = pid
