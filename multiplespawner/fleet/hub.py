@@ -1,0 +1,103 @@
+"""The hub's REST API as the fleet service uses it: read servers with their state, stop them.
+
+The service's own token (``$JUPYTERHUB_API_TOKEN``, given by the hub to a managed service)
+needs only ``list:users``, ``read:users:groups``, ``read:servers``, ``admin:server_state``
+(spawner state: template, provider, machine) and ``delete:servers`` (docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import quote, urlencode
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+_PAGINATED = "application/jupyterhub-pagination+json"
+
+
+class HubAPIError(RuntimeError):
+    """The hub did not answer as expected; the message says what it said."""
+
+
+class HubClient:
+    """Async calls to ``api_url`` (e.g. ``http://127.0.0.1:8081/hub/api``) with ``token``."""
+
+    def __init__(self, api_url: str, token: str, timeout: float = 30, page_size: int = 200):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.page_size = page_size
+        self.http = AsyncHTTPClient()
+
+    async def _call(self, method: str, path: str, accept: str = "application/json", body=None):
+        request = HTTPRequest(
+            self.api_url + path, method=method,
+            headers={"Authorization": f"token {self.token}", "Accept": accept,
+                     "Content-Type": "application/json"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True,
+            request_timeout=self.timeout,
+        )
+        try:
+            response = await self.http.fetch(request)
+        except HTTPClientError as e:
+            return e.code, _message(e.response)
+        return response.code, json.loads(response.body) if response.body else None
+
+    async def active_users(self) -> list[dict]:
+        """Every user with an active (running, starting or stopping) server, their servers'
+        models with state, all pages."""
+        users, offset = [], 0
+        while True:
+            query = urlencode({"state": "active", "offset": offset, "limit": self.page_size})
+            status, page = await self._call("GET", f"/users?{query}", accept=_PAGINATED)
+            if status != 200:
+                raise HubAPIError(f"the hub refused to list users ({status}): {page}")
+            users += page["items"]
+            following = (page.get("_pagination") or {}).get("next")
+            if not following:
+                return users
+            offset = following["offset"]
+
+    async def server_exists(self, user: str, name: str) -> bool:
+        status, model = await self._call("GET", f"/users/{quote(user, safe='')}")
+        if status == 404:
+            return False
+        if status != 200:
+            raise HubAPIError(f"the hub refused to read {user} ({status}): {model}")
+        return name in (model.get("servers") or {})
+
+    async def stop(self, user: str, name: str, timeout: float) -> tuple[str, str]:
+        """Stop one server and wait (at most ``timeout`` seconds) until the hub says it is gone.
+
+        Returns ``(result, reason)``: ``stopped``, ``already gone``, or ``failed`` with the
+        hub's message or the time waited.
+        """
+        if not await self.server_exists(user, name):
+            return "already gone", ""
+        path = f"/users/{quote(user, safe='')}/server" + (f"s/{quote(name, safe='')}" if name else "")
+        status, message = await self._call("DELETE", path)
+        if status == 404:
+            return "already gone", ""
+        if status not in (202, 204):
+            return "failed", f"the hub answered {status}: {message}"
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while await self.server_exists(user, name):
+            if time.monotonic() > deadline:
+                return "failed", f"still stopping after {timeout:g} s (the hub goes on stopping it)"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return "stopped", ""
+
+
+def _message(response) -> str:
+    """The ``message`` of a hub error response, else its first 200 characters."""
+    if response is None or not response.body:
+        return "no answer"
+    try:
+        return json.loads(response.body).get("message") or ""
+    except (ValueError, AttributeError):
+        return response.body[:200].decode(errors="replace")

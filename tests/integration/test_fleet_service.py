@@ -1,0 +1,253 @@
+"""The fleet service and ``multiplespawner-servers`` behind a real hub with running servers.
+
+One hub for the module: MultipleSpawner with two course templates (course-a's, course-b's;
+children are JupyterHub's mock single-user server run by SimpleLocalProcessSpawner, so no Unix
+accounts), the fleet service with its own narrow role, a hub admin (``boss``), a course-a
+manager (``ta``: ``custom:servers:manage!group=course-a``) and a user with no such scope.
+Four servers run; every filter is checked through REST, refusals through REST and the CLI,
+and the two bulk stops (the manager's course, then the admin's rest) on the real processes
+and in the audit file. Tests run in file order: the stops come last.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
+from tests.fixtures.hub import Hub
+from tests.fixtures.net import free_port
+from tests.fixtures.procs import wait_until
+
+SIMPLE = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+CLI = Path(sys.executable).parent / "multiplespawner-servers"
+SERVICE_SCOPES = ["list:users", "read:users:groups", "read:servers", "admin:server_state", "delete:servers"]
+
+#: user, server name, template, provider
+SERVERS = [("alice", "", "course-a-lab", "local"), ("bob", "extra", "course-a-lab", "local"),
+           ("carol", "", "course-b-lab", "second"), ("dave", "", "course-b-lab", "local")]
+
+
+def template(name, tag, providers, home):
+    return {"name": name, "resource_type": "local", "providers": providers, "tags": [tag],
+            "spawner": {"class": SIMPLE, "kwargs": {"cmd": [sys.executable, "-m", "jupyterhub.tests.mocksu"],
+                                                    "home_dir_template": f"{home}/{{username}}"}}}
+
+
+def hub_config(catalogue: Path) -> str:
+    return textwrap.dedent(f"""
+        c.JupyterHub.spawner_class = "multiple"
+        c.JupyterHub.allow_named_servers = True
+        c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
+        c.MultipleSpawner.allowed_spawner_classes = {[*DEFAULT_SPAWNER_CLASSES, SIMPLE]!r}
+        c.Authenticator.admin_users = {{"boss"}}
+        # the notebooks' CPU weight is not what this module tests: on a loaded machine a nice-19
+        # mock server can wait minutes for the CPU; the mock ignores SIGINT (started in the
+        # background), so a stop goes on to SIGTERM after interrupt_timeout
+        c.MultipleSpawner.child_nice = 0
+        c.LocalProcessSpawner.interrupt_timeout = 1
+        c.JupyterHub.custom_scopes = {{
+            "custom:servers:manage": {{"description": "List and stop servers through the fleet service"}},
+        }}
+        c.JupyterHub.load_roles = c.JupyterHub.load_roles + [
+            {{"name": "fleet-service", "scopes": {SERVICE_SCOPES!r}, "services": ["fleet"]}},
+            {{"name": "course-a-managers", "groups": ["course-a-tas"],
+              "scopes": ["custom:servers:manage!group=course-a", "access:services!service=fleet"]}},
+            {{"name": "user", "scopes": ["self", "access:services!service=fleet"]}},
+        ]
+        c.JupyterHub.services = c.JupyterHub.services + [{{
+            "name": "fleet",
+            "url": "http://127.0.0.1:{free_port()}",
+            "command": [{sys.executable!r}, "-m", "multiplespawner.fleet", "--catalogue-path={catalogue}",
+                        "--FleetApp.allowed_spawner_classes={SIMPLE}", "--FleetApp.stop_concurrency=4"],
+        }}]
+    """)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fleet")
+    folder.chmod(0o755)
+    catalogue = folder / "catalogue"
+    catalogue.mkdir()
+    (catalogue / "templates.json").write_text(json.dumps({
+        "deployments": {"local": [{"name": "hub-host", "provider": "local"},
+                                  {"name": "hub-host-2", "provider": "second"}]},
+        "templates": [template("course-a-lab", "course-a", ["local"], folder),
+                      template("course-b-lab", "course-b", ["local", "second"], folder)],
+    }))
+    hub = Hub(hub_config(catalogue))
+    try:
+        hub.start()
+        for name, groups in (("boss", []), ("ta", ["course-a-tas"]), ("nobody", []),
+                             ("alice", ["course-a"]), ("bob", ["course-a"]), ("carol", ["course-b"]),
+                             ("dave", ["course-b"])):
+            hub.create_user(name, groups=groups)
+        for user, server, tmpl, provider in SERVERS:
+            hub.spawn(user, server, {"template": tmpl, "provider": provider})
+        base = f"{hub.url}/services/fleet/"
+        wait_until(lambda: requests.get(base + "api/servers", timeout=5).status_code == 403,
+                   timeout=60, message="fleet service up")
+        tokens = {}
+        for name in ("boss", "ta", "nobody"):
+            r = hub.api("POST", f"/users/{name}/tokens", json={"note": "fleet test"})
+            r.raise_for_status()
+            tokens[name] = r.json()["token"]
+        yield hub, base, tokens, catalogue
+    finally:
+        hub.remove()
+
+
+def call(base, token, method, path, **kw):
+    return requests.request(method, base + "api/" + path, headers={"Authorization": f"token {token}"},
+                            timeout=120, **kw)
+
+
+def names(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["server"] for r in response.json()["servers"]]
+
+
+def cli(base, token, *args, stdin=""):
+    env = {**os.environ, "JUPYTERHUB_API_TOKEN": token, "MULTIPLESPAWNER_FLEET_URL": base}
+    return subprocess.run([CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=300)
+
+
+def pid_of(hub, user, server) -> int:
+    return hub.server_model(user, server)["state"]["child_state"]["pid"]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_an_admin_lists_every_server_with_its_template_provider_and_state(fleet):
+    hub, base, tokens, _ = fleet
+    r = call(base, tokens["boss"], "GET", "servers")
+    rows = {row["server"]: row for row in r.json()["servers"]}
+    assert sorted(rows) == ["alice/", "bob/extra", "carol/", "dave/"]
+    carol = rows["carol/"]
+    assert (carol["template"], carol["provider"], carol["resource_type"], carol["state"], carol["tags"],
+            carol["groups"], carol["machine"]) == ("course-b-lab", "second", "local", "running", ["course-b"],
+                                                   ["course-b"], None)
+    assert carol["started"] and carol["last_activity"] and carol["catalogue_version"]
+    assert "child_state" not in json.dumps(r.json())  # spawner state itself never leaves the service
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({"template": "course-a-lab"}, ["alice/", "bob/extra"]),
+    ({"template": ["course-a-lab", "course-b-lab"], "provider": "second"}, ["carol/"]),
+    ({"group": "course-b"}, ["carol/", "dave/"]),
+    ({"state": "running", "server": ["alice", "bob/extra"]}, ["alice/", "bob/extra"]),
+    ({"state": ["pending", "stopping"]}, []),
+    ({"older_than": "1s"}, ["alice/", "bob/extra", "carol/", "dave/"]),
+    ({"older_than": "1d"}, []),
+    ({"idle_for": "1d"}, []),
+    ({"idle_for": "0s", "server": "dave/"}, ["dave/"]),
+    ({"host": "no-such-host"}, []),
+])
+def test_filters(fleet, query, expected):
+    hub, base, tokens, _ = fleet
+    if "older_than" in query:
+        time.sleep(1)  # every server is older than one second
+    assert names(call(base, tokens["boss"], "GET", "servers", params=query)) == expected
+
+
+def test_a_course_manager_sees_and_may_name_only_their_course(fleet):
+    hub, base, tokens, _ = fleet
+    assert names(call(base, tokens["ta"], "GET", "servers")) == ["alice/", "bob/extra"]
+    r = call(base, tokens["ta"], "GET", "servers", params={"template": "course-b-lab"})
+    assert r.status_code == 403 and "course-a" in r.json()["message"] and "course-b-lab" in r.json()["message"]
+    r = call(base, tokens["ta"], "POST", "servers/stop", json={"filter": {"server": "carol/"}})
+    assert r.status_code == 403 and "carol/" in r.json()["message"]
+    out = cli(base, tokens["ta"], "stop", "--template", "course-b-lab", "--yes")
+    assert out.returncode == 1 and "403" in out.stderr and "course-b-lab" in out.stderr
+    assert hub.server_model("carol") is not None and alive(pid_of(hub, "carol", ""))
+
+
+def test_nobody_else_gets_anything(fleet):
+    hub, base, tokens, _ = fleet
+    for method, path in (("GET", "servers"), ("POST", "servers/stop"), ("GET", "audit")):
+        r = call(base, tokens["nobody"], method, path, json={"all": True} if method == "POST" else None)
+        assert r.status_code == 403 and "custom:servers:manage" in r.json()["message"]
+    r = requests.get(base + "api/servers", timeout=30)  # no token at all
+    assert r.status_code == 403 and "token" in r.json()["message"]
+
+
+@pytest.mark.parametrize("method, path, kw, status, words", [
+    ("GET", "servers", {"params": {"colour": "red"}}, 400, "unknown filter"),
+    ("GET", "servers", {"params": {"state": "asleep"}}, 400, "not one of"),
+    ("GET", "servers", {"params": {"older_than": "soon"}}, 400, "not a duration"),
+    ("GET", "servers", {"params": {"idle_for": "9" * 400}}, 400, "at most"),
+    ("POST", "servers/stop", {"data": b"{not json"}, 400, "JSON object"),
+    ("POST", "servers/stop", {"json": ["all"]}, 400, "JSON object"),
+    ("POST", "servers/stop", {"json": {}}, 400, "needs a filter"),
+    ("POST", "servers/stop", {"json": {"filter": {"template": [1]}}}, 400, "non-empty string"),
+    ("POST", "servers/stop", {"json": {"filter": "course-a-lab"}}, 400, "object"),
+    ("POST", "servers/stop", {"json": {"all": "yes"}}, 400, "true or false"),
+    ("POST", "servers/stop", {"json": {"all": True, "concurrency": 0}}, 400, "concurrency"),
+    ("POST", "servers/stop", {"json": {"all": True, "only": "alice/"}}, 400, "only"),
+    ("POST", "servers/stop", {"json": {"all": True, "force": True}}, 400, "unknown field"),
+    ("POST", "servers/stop", {"data": b"[" * 100000}, 413, "at most"),
+    ("GET", "audit", {"params": {"limit": "many"}}, 400, "whole number"),
+])
+def test_every_bad_input_is_a_4xx_with_a_message_and_stops_nothing(fleet, method, path, kw, status, words):
+    hub, base, tokens, _ = fleet
+    r = call(base, tokens["boss"], method, path, **kw)
+    assert r.status_code == status and words in r.json()["message"], r.text
+    assert len(names(call(base, tokens["boss"], "GET", "servers"))) == 4
+
+
+def test_a_course_manager_stops_their_course_from_the_cli(fleet):
+    hub, base, tokens, catalogue = fleet
+    pids = {s: pid_of(hub, u, n) for u, n, _, _ in SERVERS for s in [f"{u}/{n}"]}
+    out = cli(base, tokens["ta"], "stop", "--template", "course-a-lab", "--dry-run")
+    assert out.returncode == 0 and "2 servers would be stopped" in out.stdout, out.stderr
+    out = cli(base, tokens["ta"], "stop", "--template", "course-a-lab", stdin="n\n")
+    assert out.returncode == 1 and "nothing stopped" in out.stdout
+    assert all(alive(p) for p in pids.values())
+
+    out = cli(base, tokens["ta"], "stop", "--all", "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "alice/: stopped" in out.stdout and "bob/extra: stopped" in out.stdout and "2 stopped" in out.stdout
+    assert not alive(pids["alice/"]) and not alive(pids["bob/extra"])
+    assert alive(pids["carol/"]) and alive(pids["dave/"])  # another course's: untouched by --all
+    assert hub.server_model("alice") is None and hub.server_model("bob", "extra") is None
+
+    (record,) = [json.loads(line) for line in (catalogue / ".fleet-history.jsonl").read_text().splitlines()]
+    assert (record["actor"], record["action"], record["all"], record["servers"]) == (
+        "ta", "stop", True, ["alice/", "bob/extra"])
+    assert [r["result"] for r in record["results"]] == ["stopped", "stopped"] and record["time"]
+    assert (catalogue / ".fleet-history.jsonl").stat().st_mode & 0o077 == 0
+
+
+def test_an_admin_lists_as_json_and_stops_the_rest(fleet):
+    hub, base, tokens, catalogue = fleet
+    out = cli(base, tokens["boss"], "list", "--json", "--group", "course-b")
+    assert out.returncode == 0, out.stderr
+    assert [r["server"] for r in json.loads(out.stdout)] == ["carol/", "dave/"]
+    out = cli(base, tokens["boss"], "list")
+    assert out.returncode == 0 and "carol/" in out.stdout and "course-b-lab" in out.stdout and "2 servers" in out.stdout
+    r = call(base, tokens["boss"], "POST", "servers/stop",
+             json={"filter": {"template": "course-b-lab"}, "only": ["carol/", "zed/"], "dry_run": True})
+    assert [x["server"] for x in r.json()["results"]] == ["carol/"]  # what was confirmed, nothing more
+    pids = [pid_of(hub, "carol", ""), pid_of(hub, "dave", "")]
+    out = cli(base, tokens["boss"], "stop", "--state", "running", "--concurrency", "2", stdin="y\n")
+    assert out.returncode == 0 and "2 stopped" in out.stdout, out.stdout + out.stderr
+    assert not any(alive(p) for p in pids)
+    assert names(call(base, tokens["boss"], "GET", "servers")) == []
+
+    everyone = call(base, tokens["boss"], "GET", "audit").json()["audit"]
+    assert [(a["actor"], a["filter"]) for a in everyone] == [("boss", {"state": ["running"]}), ("ta", {})]
+    mine = call(base, tokens["ta"], "GET", "audit").json()["audit"]
+    assert [a["actor"] for a in mine] == ["ta"]
