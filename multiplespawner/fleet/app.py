@@ -24,13 +24,19 @@ REST API, relative to the service prefix (JSON)::
                                          -> {"dry_run", "results": [{"server", "result",
                                              "reason"}], "counts": {result: n}}
     GET  api/audit[?limit=N]             the audit trail, newest first (a course manager's own)
+    GET  api/hosts                       {"drained": {HOST: {"by", "time"}}}
+    POST api/hosts/drain                 body {"host": "ADDRESS[:PORT]", "stop": bool}: the pool
+                                         host takes no new servers (``stop``: its servers are
+                                         stopped) -> {"host", "drained", "results"}
+    POST api/hosts/undrain               body {"host": ...}: it takes servers again
 
 Filters (query arguments, or the ``filter`` object's strings or lists of strings):
 ``template``, ``provider``, ``group``, ``state`` (running, pending, stopping), ``older_than``
 and ``idle_for`` (``30m``, ``2h``, ``1d``), ``host`` (pool host or machine, by id or address),
 ``server`` (``user``, ``user/`` or ``user/name``). A stop needs a filter or ``"all": true``;
 ``only`` limits it to the servers a caller confirmed (the CLI sends what it showed). A
-course manager naming another course's template or server gets 403; every malformed input a
+course manager naming another course's template or server gets 403, as does draining (a
+pool host serves every course: hub admins and unfiltered managers only); every malformed input a
 400 with a message; nothing is stopped in either case.
 """
 
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +58,7 @@ from traitlets import Float, Integer, List, Unicode, default
 
 from ..catalogue import CatalogueError, CataloguePolicy, CatalogueSource
 from ..classes import locate_spawner_class
+from ..drain import MAX_HOST_LENGTH, read_drained, set_drained
 from ..service import ServiceApp
 from .access import MANAGE_SCOPE, Manager, manager_from_scopes
 from .audit import AuditLog
@@ -125,6 +133,23 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
                                      "those servers were not started from templates of their courses")
         return [r for r in rows if manager.may_manage(r)]
 
+    async def stop_all(self, rows: list[dict], concurrency: int) -> list[dict]:
+        """Stop every server of ``rows``, at most ``concurrency`` at once; one result each, in order."""
+        hub: HubClient = self.settings["hub"]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def stop(row):
+            async with gate:
+                try:
+                    result, reason = await hub.stop(row["user"], row["name"], self.settings["stop_timeout"])
+                except Exception as e:  # one server's surprise must not lose the others' results
+                    app_log.error("Stopping %s failed", row["server"], exc_info=not isinstance(e, (HubAPIError, OSError)))
+                    result, reason = "failed", str(e) or type(e).__name__
+            app_log.info("fleet stop of %s by %s: %s %s", row["server"], self.current_user["name"], result, reason)
+            return {"server": row["server"], "result": result, "reason": reason}
+
+        return list(await asyncio.gather(*(stop(r) for r in rows)))
+
 
 def _filter_or_400(values) -> ServerFilter:
     try:
@@ -178,22 +203,55 @@ class StopHandler(BaseHandler):
             counts[r["result"]] = counts.get(r["result"], 0) + 1
         self.finish({"dry_run": dry_run, "results": results, "counts": counts})
 
-    async def stop_all(self, rows: list[dict], concurrency: int) -> list[dict]:
-        """Stop every server of ``rows``, at most ``concurrency`` at once; one result each, in order."""
-        hub: HubClient = self.settings["hub"]
-        gate = asyncio.Semaphore(concurrency)
 
-        async def stop(row):
-            async with gate:
-                try:
-                    result, reason = await hub.stop(row["user"], row["name"], self.settings["stop_timeout"])
-                except Exception as e:  # one server's surprise must not lose the others' results
-                    app_log.error("Stopping %s failed", row["server"], exc_info=not isinstance(e, (HubAPIError, OSError)))
-                    result, reason = "failed", str(e) or type(e).__name__
-            app_log.info("fleet stop of %s by %s: %s %s", row["server"], self.current_user["name"], result, reason)
-            return {"server": row["server"], "result": result, "reason": reason}
 
-        return list(await asyncio.gather(*(stop(r) for r in rows)))
+_HOST = re.compile(r"[A-Za-z0-9._:\[\]-]{1,%d}" % MAX_HOST_LENGTH)  # whole string: fullmatch
+
+
+class HostsHandler(BaseHandler):
+    """``GET api/hosts``: the drained pool hosts, for every manager."""
+
+    async def get(self):
+        self.manager()
+        self.finish({"drained": await self.blocking(self.drained)})
+
+    def drained(self) -> dict:
+        path = self.settings["drain_file"]
+        if not path:
+            raise web.HTTPError(409, "this hub has no drain file: the operator sets c.MachineOrchestrator.drain_file "
+                                     "and gives the fleet service the same path (--FleetApp.drain_file)")
+        try:
+            return read_drained(path)
+        except ValueError as e:
+            raise web.HTTPError(409, str(e))
+
+
+class DrainHandler(HostsHandler):
+    """``POST api/hosts/drain`` / ``api/hosts/undrain`` body ``{"host": H, "stop": bool}``."""
+
+    async def post(self, action):
+        manager = self.manager()
+        if not manager.everything:
+            raise web.HTTPError(403, f"{manager.name} may not {action} pool hosts: a host serves every course, so "
+                                     f"that needs admin:servers or the unfiltered {MANAGE_SCOPE}")
+        body = _json_body(self.request.body)
+        host, stop = body.get("host"), body.get("stop", False)
+        if sorted(set(body) - {"host", "stop"}) or not isinstance(host, str) or not _HOST.fullmatch(host):
+            raise web.HTTPError(400, 'the body must be {"host": "ADDRESS" or "ADDRESS:PORT", "stop": true|false}')
+        if not isinstance(stop, bool) or (stop and action == "undrain"):
+            raise web.HTTPError(400, "stop must be true or false, and only a drain stops servers")
+        self.drained()  # 409 without a usable drain file, before anything changes
+        async with self.settings["drain_lock"]:
+            drained = await self.blocking(set_drained, self.settings["drain_file"], host, manager.name,
+                                          action == "drain")
+        results = []
+        if stop:
+            rows = await self.visible_rows(manager, parse_filter({"host": [host]}))
+            results = await self.stop_all(rows, self.settings["stop_concurrency"])
+        await self.blocking(self.settings["audit"].append, {
+            "actor": manager.name, "action": action, "host": host, "stop": stop,
+            "servers": [r["server"] for r in results], "results": results})
+        self.finish({"host": host, "drained": drained, "results": results})
 
 
 class AuditHandler(BaseHandler):
@@ -268,6 +326,13 @@ class FleetApp(ServiceApp):
         then is reported ``failed`` with that reason (the hub goes on stopping it).""",
     ).tag(config=True)
 
+    drain_file = Unicode(
+        "",
+        help="""The hub's ``c.MachineOrchestrator.drain_file`` (same path): ``drain HOST`` and
+        ``undrain HOST`` change it; the hub's pool reads it at every claim. Empty: the drain
+        routes answer 409.""",
+    ).tag(config=True)
+
     catalogue_check_interval = Float(
         2.0,
         help="At most how often (seconds) the catalogue files are checked for changes.",
@@ -288,13 +353,17 @@ class FleetApp(ServiceApp):
                 (url_path_join(api, "servers"), ServersHandler),
                 (url_path_join(api, "servers/stop"), StopHandler),
                 (url_path_join(api, "audit"), AuditHandler),
+                (url_path_join(api, "hosts"), HostsHandler),
+                (url_path_join(api, "hosts/(drain|undrain)"), DrainHandler),
             ],
             catalogue=CatalogueSource(self.catalogue_paths, self.log, self.catalogue_check_interval, policy,
                                       locate_spawner_class),
-            hub=HubClient(self.hub_api_url, token),
+            hub=HubClient(self.hub_api_url, token, connections=self.stop_concurrency + 2),
             audit=AuditLog(self.audit_file),
             executor=ThreadPoolExecutor(2, thread_name_prefix="fleet"),
             stop_concurrency=self.stop_concurrency,
+            drain_file=self.drain_file,
+            drain_lock=asyncio.Lock(),
             stop_timeout=self.stop_timeout,
         )
 

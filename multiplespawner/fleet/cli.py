@@ -3,6 +3,9 @@
     multiplespawner-servers list [--json] [FILTERS]
     multiplespawner-servers stop [--dry-run] [--yes] [--concurrency N] (FILTERS | --all)
     multiplespawner-servers audit [--limit N]
+    multiplespawner-servers hosts
+    multiplespawner-servers drain HOST [--stop [--yes]]
+    multiplespawner-servers undrain HOST
 
 FILTERS (each may be repeated; a server must match every kind given, any of its values):
 --template, --provider, --group, --state running|pending|stopping, --older-than 2h,
@@ -13,6 +16,9 @@ The service's URL comes from ``--url`` or ``$MULTIPLESPAWNER_FLEET_URL`` (e.g.
 from the command line): the service decides with the token's JupyterHub scopes what it may
 see and stop. ``stop`` shows the servers and asks before stopping them unless ``--yes``; it
 then stops exactly those it showed (none started since) and prints one result per server.
+``drain HOST`` (a bare-metal pool host, ``address`` or ``address:port``) makes it take no new
+servers, until ``undrain HOST``; with ``--stop`` its servers are stopped too (after a question
+unless ``--yes``). ``hosts`` lists the drained hosts.
 
 Exit status: 0 done, 1 refused or some server failed to stop, 2 usage or connection problem.
 Start-up stays light: this module imports only the standard library.
@@ -112,6 +118,12 @@ def run(args, fleet: Fleet, out, answer=input) -> int:
         else:
             table(rows, out)
         return 0
+    if args.command == "hosts":
+        for host, info in sorted(fleet.call("GET", "hosts")["drained"].items()):
+            print(f"{host}  drained by {info.get('by')} at {info.get('time')}", file=out)
+        return 0
+    if args.command in ("drain", "undrain"):
+        return drain(args, fleet, out, answer)
     if args.command == "audit":
         for record in fleet.call("GET", f"audit?limit={args.limit}")["audit"]:
             print(json.dumps(record, sort_keys=True), file=out)
@@ -128,11 +140,7 @@ def run(args, fleet: Fleet, out, answer=input) -> int:
     if not args.yes:
         for r in shown:
             print(f"  {r['server']}", file=out)
-        try:
-            reply = answer(f"Stop these {len(shown)} servers? [y/N] ")
-        except EOFError:
-            reply = ""
-        if reply.strip().lower() not in ("y", "yes"):
+        if not _confirmed(answer, f"Stop these {len(shown)} servers? [y/N] "):
             print("nothing stopped", file=out)
             return 1
     done = fleet.call("POST", "servers/stop", {**request, "only": [r["server"] for r in shown]})
@@ -140,6 +148,32 @@ def run(args, fleet: Fleet, out, answer=input) -> int:
         print(f"{r['server']}: {r['result']}" + (f" ({r['reason']})" if r["reason"] else ""), file=out)
     print(", ".join(f"{n} {result}" for result, n in sorted(done["counts"].items())) or "nothing to stop", file=out)
     return 1 if done["counts"].get("failed") else 0
+
+
+def drain(args, fleet: Fleet, out, answer) -> int:
+    """``drain``/``undrain HOST``; ``--stop`` shows the host's servers and asks first."""
+    stop = args.command == "drain" and args.stop
+    if stop and not args.yes:
+        on_host = fleet.call("GET", "servers?" + urllib.parse.urlencode({"host": args.host}))["servers"]
+        for r in on_host:
+            print(f"  {r['server']}", file=out)
+        if on_host and not _confirmed(answer, f"Drain {args.host} and stop these {len(on_host)} servers? [y/N] "):
+            print("nothing changed", file=out)
+            return 1
+    done = fleet.call("POST", f"hosts/{args.command}", {"host": args.host, "stop": stop})
+    for r in done["results"]:
+        print(f"{r['server']}: {r['result']}" + (f" ({r['reason']})" if r["reason"] else ""), file=out)
+    state = "drained" if args.host in done["drained"] else "takes servers"
+    print(f"{args.host}: {state}", file=out)
+    return 1 if any(r["result"] == "failed" for r in done["results"]) else 0
+
+
+def _confirmed(answer, question: str) -> bool:
+    try:
+        reply = answer(question)
+    except EOFError:
+        reply = ""
+    return reply.strip().lower() in ("y", "yes")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,6 +205,13 @@ def parser() -> argparse.ArgumentParser:
     stop.add_argument("--dry-run", action="store_true", help="show what would be stopped; stop nothing")
     stop.add_argument("--yes", action="store_true", help="do not ask before stopping")
     stop.add_argument("--concurrency", type=int, help="servers stopped at once (at most the service's limit)")
+    sub.add_parser("hosts", help="list the drained pool hosts")
+    drain_ = sub.add_parser("drain", help="a bare-metal pool host takes no new servers")
+    drain_.add_argument("host", help="ADDRESS or ADDRESS:PORT of the pool host")
+    drain_.add_argument("--stop", action="store_true", help="also stop the servers running on it")
+    drain_.add_argument("--yes", action="store_true", help="do not ask before stopping")
+    sub.add_parser("undrain", help="a drained pool host takes servers again").add_argument(
+        "host", help="ADDRESS or ADDRESS:PORT, as drained")
     sub.add_parser("audit", help="the bulk actions recorded (yours, or everyone's for admins)").add_argument(
         "--limit", type=int, default=20, help="how many records, newest first (default 20)")
     return p

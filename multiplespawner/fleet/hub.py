@@ -22,14 +22,16 @@ class HubAPIError(RuntimeError):
 
 
 class HubClient:
-    """Async calls to ``api_url`` (e.g. ``http://127.0.0.1:8081/hub/api``) with ``token``."""
+    """Async calls to ``api_url`` (e.g. ``http://127.0.0.1:8081/hub/api``) with ``token``,
+    at most ``connections`` at once (a bulk stop holds one per server it is stopping: the
+    hub's DELETE answers when the stop is done, or after its slow_stop_timeout)."""
 
-    def __init__(self, api_url: str, token: str, timeout: float = 30, page_size: int = 200):
+    def __init__(self, api_url: str, token: str, timeout: float = 30, page_size: int = 200, connections: int = 10):
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.page_size = page_size
-        self.http = AsyncHTTPClient()
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=connections)
 
     async def _call(self, method: str, path: str, accept: str = "application/json", body=None):
         request = HTTPRequest(

@@ -12,82 +12,36 @@ and in the audit file. Tests run in file order: the stops come last.
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
+from tests.fixtures.fleet import CLI, alive, hub_config, pid_of, write_catalogue
 from tests.fixtures.hub import Hub
 from tests.fixtures.net import free_port
 from tests.fixtures.procs import wait_until
-
-SIMPLE = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-CLI = Path(sys.executable).parent / "multiplespawner-servers"
-SERVICE_SCOPES = ["list:users", "read:users:groups", "read:servers", "admin:server_state", "delete:servers"]
+from tests.fixtures.sshd import make_client_key
 
 #: user, server name, template, provider
 SERVERS = [("alice", "", "course-a-lab", "local"), ("bob", "extra", "course-a-lab", "local"),
            ("carol", "", "course-b-lab", "second"), ("dave", "", "course-b-lab", "local")]
 
 
-def template(name, tag, providers, home):
-    return {"name": name, "resource_type": "local", "providers": providers, "tags": [tag],
-            "spawner": {"class": SIMPLE, "kwargs": {"cmd": [sys.executable, "-m", "jupyterhub.tests.mocksu"],
-                                                    "home_dir_template": f"{home}/{{username}}"}}}
-
-
-def hub_config(catalogue: Path) -> str:
-    return textwrap.dedent(f"""
-        c.JupyterHub.spawner_class = "multiple"
-        c.JupyterHub.allow_named_servers = True
-        c.MultipleSpawner.catalogue_paths = [{str(catalogue)!r}]
-        c.MultipleSpawner.allowed_spawner_classes = {[*DEFAULT_SPAWNER_CLASSES, SIMPLE]!r}
-        c.Authenticator.admin_users = {{"boss"}}
-        # the notebooks' CPU weight is not what this module tests: on a loaded machine a nice-19
-        # mock server can wait minutes for the CPU; the mock ignores SIGINT (started in the
-        # background), so a stop goes on to SIGTERM after interrupt_timeout
-        c.MultipleSpawner.child_nice = 0
-        c.LocalProcessSpawner.interrupt_timeout = 1
-        c.JupyterHub.custom_scopes = {{
-            "custom:servers:manage": {{"description": "List and stop servers through the fleet service"}},
-        }}
-        c.JupyterHub.load_roles = c.JupyterHub.load_roles + [
-            {{"name": "fleet-service", "scopes": {SERVICE_SCOPES!r}, "services": ["fleet"]}},
-            {{"name": "course-a-managers", "groups": ["course-a-tas"],
-              "scopes": ["custom:servers:manage!group=course-a", "access:services!service=fleet"]}},
-            {{"name": "user", "scopes": ["self", "access:services!service=fleet"]}},
-        ]
-        c.JupyterHub.services = c.JupyterHub.services + [{{
-            "name": "fleet",
-            "url": "http://127.0.0.1:{free_port()}",
-            "command": [{sys.executable!r}, "-m", "multiplespawner.fleet", "--catalogue-path={catalogue}",
-                        "--FleetApp.allowed_spawner_classes={SIMPLE}", "--FleetApp.stop_concurrency=4"],
-        }}]
-    """)
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fleet")
     folder.chmod(0o755)
-    catalogue = folder / "catalogue"
-    catalogue.mkdir()
-    (catalogue / "templates.json").write_text(json.dumps({
-        "deployments": {"local": [{"name": "hub-host", "provider": "local"},
-                                  {"name": "hub-host-2", "provider": "second"}]},
-        "templates": [template("course-a-lab", "course-a", ["local"], folder),
-                      template("course-b-lab", "course-b", ["local", "second"], folder)],
-    }))
+    key_path, public = make_client_key(folder)
+    # a pool host nobody listens on: the tests need its claims, never a notebook on it
+    pool_host = {"address": "127.0.0.1", "port": free_port(), "host_key": public}
+    catalogue = write_catalogue(folder, pool_host, key_path)
     hub = Hub(hub_config(catalogue))
     try:
         hub.start()
         for name, groups in (("boss", []), ("ta", ["course-a-tas"]), ("nobody", []),
                              ("alice", ["course-a"]), ("bob", ["course-a"]), ("carol", ["course-b"]),
-                             ("dave", ["course-b"])):
+                             ("dave", ["course-b"]), ("erin", ["course-a"])):
             hub.create_user(name, groups=groups)
         for user, server, tmpl, provider in SERVERS:
             hub.spawn(user, server, {"template": tmpl, "provider": provider})
@@ -99,6 +53,7 @@ def fleet(tmp_path_factory):
             r = hub.api("POST", f"/users/{name}/tokens", json={"note": "fleet test"})
             r.raise_for_status()
             tokens[name] = r.json()["token"]
+        hub.pool_host = f"127.0.0.1:{pool_host['port']}"
         yield hub, base, tokens, catalogue
     finally:
         hub.remove()
@@ -117,18 +72,6 @@ def names(response) -> list[str]:
 def cli(base, token, *args, stdin=""):
     env = {**os.environ, "JUPYTERHUB_API_TOKEN": token, "MULTIPLESPAWNER_FLEET_URL": base}
     return subprocess.run([CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=300)
-
-
-def pid_of(hub, user, server) -> int:
-    return hub.server_model(user, server)["state"]["child_state"]["pid"]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_an_admin_lists_every_server_with_its_template_provider_and_state(fleet):
@@ -251,3 +194,35 @@ def test_an_admin_lists_as_json_and_stops_the_rest(fleet):
     assert [(a["actor"], a["filter"]) for a in everyone] == [("boss", {"state": ["running"]}), ("ta", {})]
     mine = call(base, tokens["ta"], "GET", "audit").json()["audit"]
     assert [a["actor"] for a in mine] == ["ta"]
+
+
+def test_a_drained_pool_host_takes_no_spawn_even_after_a_hub_restart(fleet):
+    hub, base, tokens, catalogue = fleet
+    host = hub.pool_host
+    out = cli(base, tokens["ta"], "drain", host)  # a host serves every course: not a course manager's
+    assert out.returncode == 1 and "403" in out.stderr and "every course" in out.stderr
+    out = cli(base, tokens["boss"], "drain", host, "--stop", "--yes")
+    assert out.returncode == 0 and f"{host}: drained" in out.stdout, out.stdout + out.stderr
+    assert host in cli(base, tokens["boss"], "hosts").stdout
+    for body, words in (({"host": "a b"}, "the body must be"), ({"host": host, "stop": 1}, "stop must be"),
+                        ({"host": "x\n"}, "the body must be")):
+        r = call(base, tokens["boss"], "POST", "hosts/drain", json=body)
+        assert r.status_code == 400 and words in r.json()["message"], r.text
+
+    r = hub.api("POST", "/users/erin/server", json={"template": "pool-lab"})
+    assert r.status_code == 503 and "drained" in r.json()["message"], r.text
+    hub.restart()
+    wait_until(lambda: requests.get(base + "api/hosts", timeout=5).status_code == 403, timeout=60,
+               message="fleet service up again")
+    r = hub.api("POST", "/users/erin/server", json={"template": "pool-lab"})
+    assert r.status_code == 503 and "drained" in r.json()["message"], r.text
+
+    out = cli(base, tokens["boss"], "undrain", host)
+    assert out.returncode == 0 and f"{host}: takes servers" in out.stdout, out.stdout + out.stderr
+    hub.api("POST", "/users/erin/server", json={"template": "pool-lab"})
+    # the claim goes through now; nothing listens on the host, so the spawn then fails
+    wait_until(lambda: f"claimed pool host {host} of lab-pool" in hub.log_text(), timeout=60,
+               message="pool host claimed after the undrain")
+    wait_until(lambda: hub.server_model("erin") is None, timeout=120, message="failed spawn cleaned up")
+    audit = [(a["actor"], a["action"], a.get("host")) for a in call(base, tokens["boss"], "GET", "audit").json()["audit"]]
+    assert audit[:2] == [("boss", "undrain", host), ("boss", "drain", host)]

@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from multiplespawner.drain import is_drained, read_drained, set_drained
 from multiplespawner.fleet.access import manager_from_scopes
 from multiplespawner.fleet.servers import FilterError, parse_duration, parse_filter, server_rows
 
@@ -108,3 +109,19 @@ def test_who_manages_what():
     assert ta.refusal("lab", ["course-a"]) is None and "course-a" in ta.refusal("gpu", ["course-b"])
     assert manager_from_scopes("x", ["custom:templates:edit!group=course-a", "read:servers"]) is None
     assert manager_from_scopes("x", None) is None
+
+
+def test_drain_file_round_trip_and_refusals(tmp_path):
+    path = tmp_path / "drained.json"
+    assert read_drained(path) == {}  # no file: nothing drained
+    set_drained(path, "10.1.0.7", "boss", True)
+    drained = set_drained(path, "10.1.0.8:2222", "boss", True)
+    assert set(drained) == {"10.1.0.7", "10.1.0.8:2222"} and drained["10.1.0.7"]["by"] == "boss"
+    assert path.stat().st_mode & 0o077 == 0
+    assert is_drained(drained, "10.1.0.7:22", "10.1.0.7")  # by address: every port
+    assert is_drained(drained, "10.1.0.8:2222", "10.1.0.8") and not is_drained(drained, "10.1.0.8:22", "10.1.0.8")
+    assert set(set_drained(path, "10.1.0.7", "boss", False)) == {"10.1.0.8:2222"}
+    for text in ("{", "[]", '{"drained": []}'):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="drain file"):
+            read_drained(path)  # a broken file is an error, never "nothing drained"
