@@ -83,7 +83,8 @@ class MachineOrchestrator(LoggingConfigurable):
         (``multiplespawner-servers drain HOST``; give the service the same path as
         ``--FleetApp.drain_file``). A drained host (by ``address:port`` or by address) takes no
         new servers; its running ones go on. Read at every pool claim, so it takes effect at
-        once and survives hub restarts. Empty: no host is ever drained.""",
+        once and survives hub restarts. Keep it outside the catalogue directories. Empty: no
+        host is ever drained.""",
     ).tag(config=True)
 
     ready_timeout = Float(
