@@ -16,6 +16,8 @@ import time
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures.fleet import CLI, alive, hub_config, pid_of, write_catalogue
 from tests.fixtures.hub import Hub
@@ -194,6 +196,51 @@ def test_an_admin_lists_as_json_and_stops_the_rest(fleet):
     assert [(a["actor"], a["filter"]) for a in everyone] == [("boss", {"state": ["running"]}), ("ta", {})]
     mine = call(base, tokens["ta"], "GET", "audit").json()["audit"]
     assert [a["actor"] for a in mine] == ["ta"]
+
+
+_texts = st.text(max_size=30) | st.sampled_from(["course-a-lab", "running", "1h", "0s", "alice/", "9" * 300, "evil\n"])
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | _texts
+_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+                       max_leaves=12)
+_keys = st.sampled_from(["template", "provider", "group", "state", "older_than", "idle_for", "host", "server",
+                         "filter", "all", "only", "concurrency", "stop", "limit"]) | st.text(max_size=10)
+_fleet_requests = st.tuples(
+    st.sampled_from(["boss", "ta", "nobody"]),
+    st.sampled_from(["list", "stop", "undrain", "audit"]),
+    st.dictionaries(_keys, _values, max_size=4),  # a stop's body gets "dry_run": true: nothing is stopped
+    st.lists(st.tuples(_keys, _texts), max_size=4),  # query arguments
+    st.booleans(),  # send the body as JSON (else as raw text)
+)
+
+
+def test_fuzz_every_route_answers_4xx_with_a_message_never_5xx(fleet):
+    """Fixed seed, bounded examples; runs after the stops (an undrain of a random host records
+    an audit line) and before the drain test, whose hosts it never names."""
+    hub, base, tokens, _ = fleet
+    statuses = {}
+
+    def send(who, route, body, query, as_json):
+        if route in ("list", "audit"):
+            return call(base, tokens[who], "GET", "servers" if route == "list" else "audit", params=query)
+        if route == "stop":
+            body = {**body, "dry_run": True}
+        path = "servers/stop" if route == "stop" else "hosts/undrain"
+        return call(base, tokens[who], "POST", path, **({"json": body} if as_json else {"data": repr(body)}))
+
+    @settings(derandomize=True, max_examples=120, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(request=_fleet_requests)
+    def check(request):
+        r = send(*request)
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (request, r.status_code, r.text[:500])
+        if r.status_code >= 400:
+            assert r.json()["message"], r.text
+
+    check()
+    log = hub.log_text()
+    assert "Traceback" not in log and "Uncaught exception" not in log, log[-4000:]
+    assert statuses.get(400, 0) > 20 and statuses.get(403, 0) > 10 and statuses.get(200, 0) > 5, statuses
 
 
 def test_a_drained_pool_host_takes_no_spawn_even_after_a_hub_restart(fleet):
