@@ -134,21 +134,35 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
         return [r for r in rows if manager.may_manage(r)]
 
     async def stop_all(self, rows: list[dict], concurrency: int) -> list[dict]:
-        """Stop every server of ``rows``, at most ``concurrency`` at once; one result each, in order."""
+        """Stop every server of ``rows``, at most ``concurrency`` requests at once; one result
+        each, in order: ``stopped``, ``already gone`` or ``failed`` with a reason. Servers the
+        hub is still stopping after its own wait are then watched together (one listing per
+        check) until gone or ``stop_timeout``."""
         hub: HubClient = self.settings["hub"]
         gate = asyncio.Semaphore(concurrency)
 
         async def stop(row):
             async with gate:
                 try:
-                    result, reason = await hub.stop(row["user"], row["name"], self.settings["stop_timeout"])
+                    return await hub.stop(row["user"], row["name"])
                 except Exception as e:  # one server's surprise must not lose the others' results
                     app_log.error("Stopping %s failed", row["server"], exc_info=not isinstance(e, (HubAPIError, OSError)))
-                    result, reason = "failed", str(e) or type(e).__name__
-            app_log.info("fleet stop of %s by %s: %s %s", row["server"], self.current_user["name"], result, reason)
-            return {"server": row["server"], "result": result, "reason": reason}
+                    return "failed", str(e) or type(e).__name__
 
-        return list(await asyncio.gather(*(stop(r) for r in rows)))
+        outcomes = dict(zip((r["server"] for r in rows), await asyncio.gather(*(stop(r) for r in rows))))
+        stopping = {server for server, (result, _) in outcomes.items() if result == "stopping"}
+        timeout = self.settings["stop_timeout"]
+        why = f"still stopping after {timeout:g} s (the hub goes on stopping it)"
+        try:
+            left = await hub.wait_gone(stopping, timeout) if stopping else set()
+        except (HubAPIError, OSError) as e:
+            left, why = stopping, f"the hub was stopping it, then did not list its servers: {e}"
+        for server in stopping:
+            outcomes[server] = ("failed", why) if server in left else ("stopped", "")
+        results = [{"server": s, "result": result, "reason": reason} for s, (result, reason) in outcomes.items()]
+        for r in results:
+            app_log.info("fleet stop of %s by %s: %s %s", r["server"], self.current_user["name"], r["result"], r["reason"])
+        return results
 
 
 def _filter_or_400(values) -> ServerFilter:
@@ -188,12 +202,15 @@ class StopHandler(BaseHandler):
             raise web.HTTPError(400, f"concurrency must be a whole number from 1 to {limit} (the service's "
                                      "stop_concurrency)")
         rows = await self.visible_rows(manager, wanted)
+        gone = []
         if only is not None:
             rows = [r for r in rows if r["server"] in set(only)]
+            gone = [{"server": s, "result": "already gone", "reason": "no longer running, or no longer one the filter "
+                     "picks for you"} for s in sorted(set(only) - {r["server"] for r in rows})]
         if dry_run:
             results = [{"server": r["server"], "result": "would stop", "reason": ""} for r in rows]
         else:
-            results = await self.stop_all(rows, concurrency)
+            results = await self.stop_all(rows, concurrency) + gone
             await self.blocking(self.settings["audit"].append, {
                 "actor": manager.name, "action": "stop", "filter": wanted.given, "all": everything,
                 "only": only, "servers": [r["server"] for r in rows], "results": results,
@@ -322,8 +339,9 @@ class FleetApp(ServiceApp):
 
     stop_timeout = Float(
         60.0,
-        help="""Seconds a bulk stop waits for each server to be gone; a server still stopping
-        then is reported ``failed`` with that reason (the hub goes on stopping it).""",
+        help="""Seconds a bulk stop waits, after the hub's own wait (its slow_stop_timeout), for
+        the servers the hub is still stopping; one still active then is reported ``failed``
+        with that reason (the hub goes on stopping it).""",
     ).tag(config=True)
 
     drain_file = Unicode(

@@ -63,36 +63,36 @@ class HubClient:
                 return users
             offset = following["offset"]
 
-    async def server_exists(self, user: str, name: str) -> bool:
-        status, model = await self._call("GET", f"/users/{quote(user, safe='')}")
-        if status == 404:
-            return False
-        if status != 200:
-            raise HubAPIError(f"the hub refused to read {user} ({status}): {model}")
-        return name in (model.get("servers") or {})
+    async def active_servers(self) -> set[str]:
+        """``user/name`` of every active server (one listing, all pages)."""
+        return {f"{u['name']}/{name}" for u in await self.active_users() for name in (u.get("servers") or {})}
 
-    async def stop(self, user: str, name: str, timeout: float) -> tuple[str, str]:
-        """Stop one server and wait (at most ``timeout`` seconds) until the hub says it is gone.
-
-        Returns ``(result, reason)``: ``stopped``, ``already gone``, or ``failed`` with the
-        hub's message or the time waited.
-        """
-        if not await self.server_exists(user, name):
-            return "already gone", ""
+    async def stop(self, user: str, name: str) -> tuple[str, str]:
+        """Ask the hub to stop one server: ``(result, reason)`` with result ``stopped`` (the
+        hub answered 204: done), ``stopping`` (202: still under way after the hub's
+        slow_stop_timeout), ``already gone`` (404) or ``failed`` with the hub's message."""
         path = f"/users/{quote(user, safe='')}/server" + (f"s/{quote(name, safe='')}" if name else "")
         status, message = await self._call("DELETE", path)
+        if status == 204:
+            return "stopped", ""
+        if status == 202:
+            return "stopping", ""
         if status == 404:
             return "already gone", ""
-        if status not in (202, 204):
-            return "failed", f"the hub answered {status}: {message}"
+        return "failed", f"the hub answered {status}: {message}"
+
+    async def wait_gone(self, servers: set[str], timeout: float) -> set[str]:
+        """Wait (at most ``timeout`` seconds) until none of ``servers`` is active; one listing
+        per check, however many servers. Returns those still active at the end."""
         deadline = time.monotonic() + timeout
-        delay = 0.1
-        while await self.server_exists(user, name):
-            if time.monotonic() > deadline:
-                return "failed", f"still stopping after {timeout:g} s (the hub goes on stopping it)"
+        delay = 0.2
+        while servers:
+            servers = servers & await self.active_servers()
+            if not servers or time.monotonic() > deadline:
+                break
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        return "stopped", ""
+            delay = min(delay * 2, 2.0)
+        return servers
 
 
 def _message(response) -> str:

@@ -196,6 +196,10 @@ def test_an_admin_lists_as_json_and_stops_the_rest(fleet):
     assert [(a["actor"], a["filter"]) for a in everyone] == [("boss", {"state": ["running"]}), ("ta", {})]
     mine = call(base, tokens["ta"], "GET", "audit").json()["audit"]
     assert [a["actor"] for a in mine] == ["ta"]
+    # a server confirmed but ended before the stop: reported, not an error
+    r = call(base, tokens["boss"], "POST", "servers/stop", json={"all": True, "only": ["carol/"]})
+    assert r.json()["results"] == [{"server": "carol/", "result": "already gone", "reason": r.json()["results"][0]["reason"]}]
+    assert r.json()["counts"] == {"already gone": 1}
 
 
 _texts = st.text(max_size=30) | st.sampled_from(["course-a-lab", "running", "1h", "0s", "alice/", "9" * 300, "evil\n"])
