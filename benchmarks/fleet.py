@@ -15,6 +15,7 @@ under 2), with the counts of servers, results and leftover processes.
 """
 
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -73,6 +74,7 @@ def run(quick: bool = False) -> dict:
         running = sum(alive(p) for p in pids)
     finally:
         hub.remove()
+        shutil.rmtree(folder, ignore_errors=True)
     return {
         "servers": n,
         "spawn_all_seconds": round(spawn_all, 1),
