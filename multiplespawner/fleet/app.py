@@ -31,7 +31,7 @@ REST API, relative to the service prefix (JSON)::
     POST api/hosts/undrain               body {"host": ...}: it takes servers again
 
 Filters (query arguments, or the ``filter`` object's strings or lists of strings):
-``template``, ``provider``, ``group``, ``state`` (running, pending, stopping), ``older_than``
+``template``, ``provider``, ``group``, ``state`` (running, pending, queued, stopping), ``older_than``
 and ``idle_for`` (``30m``, ``2h``, ``1d``), ``host`` (pool host or machine, by id or address),
 ``server`` (``user``, ``user/`` or ``user/name``). A stop needs a filter or ``"all": true``;
 ``only`` limits it to the servers a caller confirmed (the CLI sends what it showed). A

@@ -8,7 +8,7 @@
     multiplespawner-servers undrain HOST
 
 FILTERS (each may be repeated; a server must match every kind given, any of its values):
---template, --provider, --group, --state running|pending|stopping, --older-than 2h,
+--template, --provider, --group, --state running|pending|queued|stopping, --older-than 2h,
 --idle-for 30m, --host (pool host or machine, id or address), --server user[/name].
 
 The service's URL comes from ``--url`` or ``$MULTIPLESPAWNER_FLEET_URL`` (e.g.
@@ -35,7 +35,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 
-STATES = ("running", "pending", "stopping")
+STATES = ("running", "pending", "queued", "stopping")
 _FILTERS = ("template", "provider", "group", "state", "older_than", "idle_for", "host", "server")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 #: the values of a row's ``state`` (and of the ``state`` filter)
-STATES = ("running", "pending", "stopping")
+STATES = ("running", "pending", "queued", "stopping")
 
 #: the filter keys the REST API and the CLI accept; each may be given several times (OR)
 FILTER_KEYS = ("template", "provider", "group", "state", "older_than", "idle_for", "host", "server")
@@ -146,13 +146,14 @@ def parse_filter(values: dict) -> ServerFilter:
     )
 
 
-def server_state(server: dict) -> str:
-    """``running``, ``pending`` (a spawn under way, waiting in a template's line included) or
-    ``stopping``, from the hub's server model."""
+def server_state(server: dict, record: dict) -> str:
+    """``running``, ``pending`` (a spawn under way), ``queued`` (a spawn waiting in its
+    template's line: MultipleSpawner's record says so) or ``stopping``, from the hub's server
+    model and the spawner's record."""
     if server.get("pending") == "stop":
         return "stopping"
     if server.get("pending") or not server.get("ready"):
-        return "pending"
+        return "queued" if server.get("pending") == "spawn" and record.get("queued") else "pending"
     return "running"
 
 
@@ -202,7 +203,8 @@ def server_rows(users: list[dict], templates: dict, now: datetime) -> list[dict]
                 "provider": options.get("provider"),
                 "resource_type": resource_type,
                 "machine": _machine(state),
-                "state": server_state(server),
+                "state": server_state(server, record),
+                "queue_position": record.get("queued") if isinstance(record.get("queued"), str) else None,
                 "pending": server.get("pending"),
                 "started": server.get("started"),
                 "last_activity": server.get("last_activity"),

@@ -12,6 +12,7 @@ and in the audit file. Tests run in file order: the stops come last.
 import json
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -43,7 +44,8 @@ def fleet(tmp_path_factory):
         hub.start()
         for name, groups in (("boss", []), ("ta", ["course-a-tas"]), ("nobody", []),
                              ("alice", ["course-a"]), ("bob", ["course-a"]), ("carol", ["course-b"]),
-                             ("dave", ["course-b"]), ("erin", ["course-a"])):
+                             ("dave", ["course-b"]), ("erin", ["course-a"]), ("frank", ["course-b"]),
+                             ("gina", ["course-b"])):
             hub.create_user(name, groups=groups)
         for user, server, tmpl, provider in SERVERS:
             hub.spawn(user, server, {"template": tmpl, "provider": provider})
@@ -245,6 +247,26 @@ def test_fuzz_every_route_answers_4xx_with_a_message_never_5xx(fleet):
     log = hub.log_text()
     assert "Traceback" not in log and "Uncaught exception" not in log, log[-4000:]
     assert statuses.get(400, 0) > 20 and statuses.get(403, 0) > 10 and statuses.get(200, 0) > 5, statuses
+
+
+def test_a_spawn_waiting_in_line_is_listed_queued_and_stopped_like_any_other(fleet):
+    hub, base, tokens, _ = fleet
+    hub.spawn("frank", "", {"template": "course-b-line"})  # takes the template's only place
+    waiting = threading.Thread(target=hub.api, args=("POST", "/users/gina/server"),
+                               kwargs={"json": {"template": "course-b-line"}, "timeout": 60})
+    waiting.start()  # the request waits in line (the hub answers 202 after its slow_spawn_timeout)
+    try:
+        wait_until(lambda: names(call(base, tokens["boss"], "GET", "servers", params={"state": "queued"})) == ["gina/"],
+                   timeout=60, message="gina listed as queued")
+        (row,) = call(base, tokens["boss"], "GET", "servers", params={"server": "gina"}).json()["servers"]
+        assert row["queue_position"].startswith("1st in line for course-b-line"), row
+        out = cli(base, tokens["boss"], "stop", "--state", "queued", "--yes")
+        assert out.returncode == 0 and "gina/: stopped" in out.stdout, out.stdout + out.stderr
+        wait_until(lambda: hub.server_model("gina") is None, timeout=60, message="the wait ended")
+        assert hub.server_model("frank")["ready"]  # the running server of the template: untouched
+        assert cli(base, tokens["boss"], "stop", "--server", "frank", "--yes").returncode == 0
+    finally:
+        waiting.join(timeout=90)
 
 
 def test_a_drained_pool_host_takes_no_spawn_even_after_a_hub_restart(fleet):

@@ -13,9 +13,10 @@ TEMPLATES = {"lab": {"resource_type": "local", "tags": ["course-a"]},
              "gpu": {"resource_type": "bare_metal", "tags": ["course-b"]}}
 
 
-def server(template, provider, started, activity, pending=None, ready=True, machine=None, deadline=None):
+def server(template, provider, started, activity, pending=None, ready=True, machine=None, deadline=None,
+           queued=None):
     state = {"multiple": {"template": template, "catalogue_version": "v1", "options": {"provider": provider},
-                          "deadline": deadline},
+                          "deadline": deadline, **({"queued": queued} if queued else {})},
              "child_state": {"pid": 4242}}
     if machine:
         state["machine"] = machine
@@ -33,6 +34,9 @@ USERS = [
         "": server("lab", "local", "2026-05-04T11:30:00.123456Z", "2026-05-04T11:00:00Z"),
         "x": server("lab", "local", "2026-05-04T11:58:00Z", None, pending="spawn", ready=False),
         "y": server("gone", "local", "2026-05-03T11:00:00Z", "2026-05-03T11:00:00Z", pending="stop")}},
+    {"name": "cy", "groups": [], "servers": {
+        "": server("lab", "local", "2026-05-04T11:59:00Z", None, pending="spawn", ready=False,
+                   queued="2nd in line for Lab, about 5 min")}},
 ]
 
 
@@ -43,7 +47,9 @@ def rows(**query):
 
 def test_rows_carry_what_operators_need_and_no_secrets():
     table = {r["server"]: r for r in server_rows(USERS, TEMPLATES, NOW)}
-    assert list(table) == ["al/", "al/x", "al/y", "bo/"]
+    assert list(table) == ["al/", "al/x", "al/y", "bo/", "cy/"]
+    assert (table["cy/"]["state"], table["cy/"]["queue_position"]) == ("queued", "2nd in line for Lab, about 5 min")
+    assert table["al/x"]["queue_position"] is None
     bo = table["bo/"]
     assert bo["machine"] == {"kind": "pool", "deployment": "lab-pool", "provider": "pool", "id": "node7",
                              "host": "10.1.0.7", "port": 22}
@@ -55,12 +61,13 @@ def test_rows_carry_what_operators_need_and_no_secrets():
 
 
 @pytest.mark.parametrize("query, expected", [
-    ({}, ["al/", "al/x", "al/y", "bo/"]),
-    ({"template": "lab"}, ["al/", "al/x"]),
+    ({}, ["al/", "al/x", "al/y", "bo/", "cy/"]),
+    ({"template": "lab"}, ["al/", "al/x", "cy/"]),
     ({"template": ["lab", "gpu"], "state": "running"}, ["al/", "bo/"]),
     ({"provider": "pool"}, ["bo/"]),
     ({"group": "course-a"}, ["al/", "al/x", "al/y"]),
     ({"state": ["pending", "stopping"]}, ["al/x", "al/y"]),
+    ({"state": "queued"}, ["cy/"]),
     ({"older_than": "1h"}, ["al/y", "bo/"]),
     ({"older_than": ["1h", "10m"]}, ["al/", "al/y", "bo/"]),  # the smallest counts
     ({"idle_for": "30"}, ["al/", "al/y"]),  # minutes; a server never active is not idle
