@@ -705,12 +705,16 @@ class CatalogueSource:
     A broken edit keeps the last good catalogue in force; the problem is logged once and
     exposed as :attr:`error` until a good edit replaces it. If the very first load fails,
     :meth:`get` raises :class:`CatalogueError`.
+
+    ``check_class`` is passed to :func:`load_catalogue`: the hub imports spawner classes, a
+    service that only reads templates finds them (``locate_spawner_class``).
     """
 
     def __init__(self, paths: Iterable[str | os.PathLike], log, check_interval: float = 1.0,
-                 policy: CataloguePolicy = DEFAULT_POLICY):
+                 policy: CataloguePolicy = DEFAULT_POLICY, check_class=spawner_class_for):
         self.paths = tuple(str(p) for p in paths)
         self.policy = policy
+        self.check_class = check_class
         self.log = log
         self.check_interval = check_interval
         self.current: Catalogue | None = None
@@ -738,7 +742,7 @@ class CatalogueSource:
             return
         self._fingerprint = fingerprint
         try:
-            catalogue = load_catalogue(self.paths, self.policy)
+            catalogue = load_catalogue(self.paths, self.policy, self.check_class)
         except CatalogueError as e:
             CATALOGUE_RELOAD_ERRORS.inc()
             if self.error is None or str(e) != str(self.error):

@@ -316,11 +316,20 @@ class MultipleSpawner(Spawner):
         try:
             await self.prepare(self.user_options)
             place = await admission_for(self.user).admit(self, self.choice.template, self.user.name,
-                                                         self._user_identity()["groups"], lambda m: self._event(5, m))
+                                                         self._user_identity()["groups"], self._in_line)
         except SpawnException as e:
             raise user_facing(e)
+        finally:
+            if self._record is not None:
+                self._record.pop("queued", None)
         self._record["quota_place"] = place.to_record()
         await maybe_future(super().run_pre_spawn_hook())
+
+    def _in_line(self, message: str) -> None:
+        """The spawn waits in its template's line: say so on the progress page and, while it
+        waits, in the state the hub shows (``queued``: the position message; for the fleet)."""
+        self._record["queued"] = message
+        self._event(5, message)
 
     async def prepare(self, user_options: dict | None) -> None:
         """Check the choice and build the child spawner; nothing is started yet.

@@ -36,26 +36,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import json
 import os
 import re
 import secrets
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
-from tornado import httpserver, ioloop, web
-from traitlets import Dict, Float, Integer, List, Unicode, default, validate
-from traitlets.config import Application
+from tornado import web
+from traitlets import Dict, Float, Integer, List, Unicode, validate
 
 from ..catalogue import (
-    DEFAULT_CONFIGURER_CLASSES,
     DEFAULT_MAX_BYTES,
-    DEFAULT_SPAWNER_CLASSES,
     CatalogueError,
     CataloguePolicy,
     is_identifier,
@@ -64,6 +58,7 @@ from ..catalogue import (
 )
 from ..classes import locate_spawner_class
 from ..form import render_form
+from ..service import ServiceApp
 from .access import EDIT_SCOPE, CourseRules, Editor, editor_from_scopes
 from .store import Conflict, Forbidden, NotFound, TemplateStore, dump_yaml
 
@@ -322,8 +317,11 @@ class PreviewHandler(BaseHandler):
         self.finish(render_form(templates))
 
 
-class TemplateEditorApp(Application):
+class TemplateEditorApp(ServiceApp):
     """Serve the template editor as a JupyterHub service."""
+
+    default_url = "http://127.0.0.1:10101"
+    default_prefix = "/services/templates/"
 
     name = "multiplespawner-template-editor"
     description = "Edit MultipleSpawner templates in the browser (a JupyterHub service)."
@@ -340,43 +338,7 @@ class TemplateEditorApp(Application):
         elsewhere). They take part in validation but are never written.""",
     ).tag(config=True)
 
-    ip = Unicode(help="Address to listen on (default: from $JUPYTERHUB_SERVICE_URL, else 127.0.0.1).").tag(config=True)
-
-    @default("ip")
-    def _ip_default(self):
-        return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")).hostname
-
-    port = Integer(help="Port to listen on (default: from $JUPYTERHUB_SERVICE_URL, else 10101).").tag(config=True)
-
-    @default("port")
-    def _port_default(self):
-        return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")).port or 10101
-
-    prefix = Unicode(help="URL prefix (default: $JUPYTERHUB_SERVICE_PREFIX, else /services/templates/).").tag(config=True)
-
-    @default("prefix")
-    def _prefix_default(self):
-        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/templates/")
-
     threads = Integer(4, help="Threads for catalogue file reads and writes.").tag(config=True)
-
-    allowed_spawner_classes = List(
-        Unicode(),
-        list(DEFAULT_SPAWNER_CLASSES),
-        help="""Spawner classes templates may name, exactly as written in ``spawner.class``
-        (dotted paths or entry-point names). Keep it equal to the hub's
-        ``c.MultipleSpawner.allowed_spawner_classes``: a template naming any other class is
-        refused (400) before anything is imported. The default lists the classes the suite
-        supports; ``SimpleLocalProcessSpawner`` is absent on purpose (it runs notebooks as the
-        hub's Unix user).""",
-    ).tag(config=True)
-
-    allowed_configurer_classes = List(
-        Unicode(),
-        list(DEFAULT_CONFIGURER_CLASSES),
-        help="""Configurer classes templates may name in ``configurer.class``. Keep it equal to
-        the hub's ``c.MultipleSpawner.allowed_configurer_classes``.""",
-    ).tag(config=True)
 
     max_body_bytes = Integer(
         DEFAULT_MAX_BYTES,
@@ -419,20 +381,8 @@ class TemplateEditorApp(Application):
         re.compile(proposal["value"])  # a bad pattern stops the service at start, not a request
         return proposal["value"]
 
-
-    shutdown_timeout = Float(
-        2.0,
-        help="""Seconds the open connections get to close after SIGTERM or SIGINT (requests in
-        flight are cut off after that); then the service exits. The hub waits for its managed
-        services when it stops, so this bounds how long a hub restart waits for the editor.""",
-    ).tag(config=True)
-
-    aliases = {
-        "catalogue-dir": "TemplateEditorApp.catalogue_dir",
-        "extra-path": "TemplateEditorApp.extra_paths",
-        "ip": "TemplateEditorApp.ip",
-        "port": "TemplateEditorApp.port",
-    }
+    aliases = {**ServiceApp.aliases, "catalogue-dir": "TemplateEditorApp.catalogue_dir",
+               "extra-path": "TemplateEditorApp.extra_paths"}
 
     def make_app(self) -> web.Application:
         if not self.catalogue_dir:
@@ -469,36 +419,10 @@ class TemplateEditorApp(Application):
         )
 
     def start(self):
-        """Serve until SIGTERM or SIGINT, then stop promptly (see :meth:`_stop`)."""
-        app = self.make_app()
+        """Serve until SIGTERM or SIGINT, then stop promptly."""
         # bodies up to twice the limit reach the handler and get a 413 with a message; larger
         # ones are cut off by tornado with a bare 400
-        server = httpserver.HTTPServer(app, xheaders=True, max_body_size=2 * self.max_body_bytes)
-        server.listen(self.port, self.ip)
-        self.log.info("Template editor for %s on http://%s:%s%s", self.catalogue_dir, self.ip, self.port, self.prefix)
-        loop = ioloop.IOLoop.current()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            # installed explicitly: a service started by a hub that was itself started in the
-            # background inherits SIGINT *ignored*, and the hub's first signal is SIGINT
-            loop.asyncio_loop.add_signal_handler(
-                signum, lambda signum=signum: asyncio.ensure_future(self._stop(signum, server, app, loop))
-            )
-        loop.start()
-        # Stopped: what is left is the interpreter's exit, whose final garbage collection of
-        # this large heap took seconds on a busy host. The memory goes with the process.
-        gc.freeze()
-
-    async def _stop(self, signum: int, server: httpserver.HTTPServer, app: web.Application, loop) -> None:
-        """Stop listening, close the open connections (idle keep-alive ones at once; waits at
-        most ``shutdown_timeout``), let the file threads finish what they hold, end the loop."""
-        self.log.info("Received %s, stopping", signal.Signals(signum).name)
-        server.stop()
-        try:
-            await asyncio.wait_for(server.close_all_connections(), self.shutdown_timeout)
-        except asyncio.TimeoutError:
-            self.log.warning("Requests still open after %ss are cut off", self.shutdown_timeout)
-        app.settings["executor"].shutdown(wait=False, cancel_futures=True)
-        loop.stop()
+        self.serve(self.make_app(), 2 * self.max_body_bytes, f"Template editor for {self.catalogue_dir}")
 
 
 main = TemplateEditorApp.launch_instance

@@ -245,7 +245,7 @@ class MachineLease:
         Raises :class:`PoolFullError` (503, reason ``capacity``) saying that the pool is full:
         the spawn is refused at once.
         """
-        host = await claim_host(self.spawner, self.deployment["name"], self.hosts)
+        host = await claim_host(self.spawner, self.deployment["name"], self.hosts, self.orchestrator.drain_file)
         host_id = pool_host_id(host)
         self.state = {
             "kind": POOL,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..drain import is_drained, read_drained
 from ..errors import SpawnError
 from ..metrics import POOL_HOST_CAPACITY, POOL_HOST_SERVERS
 
@@ -78,25 +79,38 @@ def pool_usage(spawner, deployment: str, exclude: str = "") -> dict[str, set]:
     return usage
 
 
-async def claim_host(spawner, deployment: str, hosts: list[dict]) -> dict:
+async def claim_host(spawner, deployment: str, hosts: list[dict], drain_file: str = "") -> dict:
     """Claim one of ``hosts`` (pool ``deployment``'s) with capacity left for ``spawner``'s
-    server; return it.
+    server, skipping the hosts ``drain_file`` drains (see :mod:`multiplespawner.drain`);
+    return it.
 
-    Raises :class:`PoolFullError` (503) if every host is at capacity.
+    Raises :class:`PoolFullError` (503) if every host is at capacity or drained (or the drain
+    file cannot be read: a drain is never ignored).
     """
     who = owner(spawner)
+    try:
+        drained = await asyncio.to_thread(read_drained, drain_file) if drain_file else {}
+    except ValueError as e:
+        spawner.log.error("%s: %s", spawner._log_name, e)
+        raise PoolFullError(f"The hosts of {deployment!r} cannot take servers now (the hub's list of "
+                            "drained hosts is unreadable; its administrators have been told).")
+    open_hosts = [h for h in hosts if not is_drained(drained, pool_host_id(h), h["address"])]
+    if hosts and not open_hosts:
+        raise PoolFullError(f"Every host of {deployment!r} is drained for maintenance; try again later "
+                            "or choose another template.")
     async with _CLAIMS_LOCK:
         usage = pool_usage(spawner, deployment, exclude=who)
-        for host in hosts:
+        for host in open_hosts:
             host_id = pool_host_id(host)
             if len(usage.get(host_id, ())) < int(host.get("capacity", 1)):
                 _CLAIMS[who] = (deployment, host_id)
                 publish_occupancy(spawner, deployment, hosts)
                 return host
-        total = sum(int(h.get("capacity", 1)) for h in hosts)
+        total = sum(int(h.get("capacity", 1)) for h in open_hosts)
+        closed = f", {len(hosts) - len(open_hosts)} more drained" if len(open_hosts) < len(hosts) else ""
         raise PoolFullError(
-            f"All {len(hosts)} hosts of {deployment!r} are in "
-            f"use ({total} servers at most); try again later or choose another template."
+            f"All {len(open_hosts)} hosts of {deployment!r} are in "
+            f"use ({total} servers at most{closed}); try again later or choose another template."
         )
 
 

@@ -77,6 +77,16 @@ class MachineOrchestrator(LoggingConfigurable):
             raise TraitError("c.MachineOrchestrator.pool_hosts: " + "; ".join(problems))
         return proposal.value
 
+    drain_file = Unicode(
+        "",
+        help="""JSON file of drained bare_metal pool hosts, written by the fleet service
+        (``multiplespawner-servers drain HOST``; give the service the same path as
+        ``--FleetApp.drain_file``). A drained host (by ``address:port`` or by address) takes no
+        new servers; its running ones go on. Read at every pool claim, so it takes effect at
+        once and survives hub restarts. Keep it outside the catalogue directories. Empty: no
+        host is ever drained.""",
+    ).tag(config=True)
+
     ready_timeout = Float(
         300,
         help="Seconds a created machine may take until sshd answers with the pinned host key.",

@@ -181,34 +181,40 @@ def sigint_ignored():  # runs in the child before exec: as in a hub started with
     (signal.SIGINT, False),
     (signal.SIGINT, True),  # started by a hub that runs in the background of a shell script
 ], ids=["SIGTERM", "SIGINT", "SIGINT-inherited-ignored"])
-def test_editor_service_stops_within_a_second(tmp_path, signum, inherit_ignored_sigint):
+@pytest.mark.parametrize("service, option, probe, answer", [
+    ("editor", "--catalogue-dir", "templates/api/templates", 302),  # to the hub login: the service answers
+    ("fleet", "--catalogue-path", "fleet/api/servers", 403),  # token-only: no token, a 403
+])
+def test_service_stops_within_a_second(tmp_path, signum, inherit_ignored_sigint, service, option, probe, answer):
+    """The template editor and the fleet service (multiplespawner.service.ServiceApp) stop
+    within a second of SIGTERM or SIGINT, with a keep-alive connection open."""
     catalogue = tmp_path / "catalogue"
     write_catalogue(catalogue)
     port = free_port()
     env = dict(
         os.environ,
         JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
-        JUPYTERHUB_SERVICE_PREFIX="/services/templates/",
+        JUPYTERHUB_SERVICE_PREFIX=f"/services/{probe.split('/')[0]}/",
         JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api",  # never reached: no request is authenticated
         JUPYTERHUB_API_TOKEN="unused",
         JUPYTERHUB_CLIENT_ID="service-templates",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "multiplespawner.editor", f"--catalogue-dir={catalogue}"],
+        [sys.executable, "-m", f"multiplespawner.{service}", f"{option}={catalogue}"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=sigint_ignored if inherit_ignored_sigint else None,
     )
     try:
         wait_for_port("127.0.0.1", port, timeout=90, process=proc)
         with requests.Session() as client:  # an open keep-alive connection, as a proxy keeps
-            r = client.get(f"http://127.0.0.1:{port}/services/templates/api/templates", allow_redirects=False)
-            assert r.status_code == 302  # to the hub login: the service answers
+            r = client.get(f"http://127.0.0.1:{port}/services/{probe}", allow_redirects=False)
+            assert r.status_code == answer
             started = time.monotonic()
             proc.send_signal(signum)
             returncode = proc.wait(timeout=30)
             stopped_in = time.monotonic() - started
         assert returncode == 0
-        print(f"editor {signal.Signals(signum).name}: exited after {stopped_in:.2f} s")
+        print(f"{service} {signal.Signals(signum).name}: exited after {stopped_in:.2f} s")
         assert stopped_in < 1.0, stopped_in
     finally:
         if proc.poll() is None:

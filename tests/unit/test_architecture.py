@@ -45,6 +45,18 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
 """
 
 
+FLEET_AT_WORK = """
+import logging
+from multiplespawner.catalogue import CatalogueSource, default_catalogue_path
+from multiplespawner.classes import locate_spawner_class
+from multiplespawner.fleet.app import FleetApp
+from multiplespawner.fleet.servers import parse_filter, server_rows
+import asyncio
+source = CatalogueSource([default_catalogue_path()], logging.getLogger(), check_class=locate_spawner_class)
+assert "container" in asyncio.run(source.get()).templates  # names dockerspawner.DockerSpawner
+"""
+
+
 @pytest.mark.parametrize("code, allowed", [
     pytest.param("import multiplespawner", {"multiplespawner"}, id="package-is-lazy"),
     pytest.param("import multiplespawner.metrics", {"multiplespawner", "multiplespawner.metrics"}, id="metrics"),
@@ -52,10 +64,17 @@ assert "Notebook container" in render_form(catalogue.usable_by(user_name="", gro
                  id="hub-database"),
     pytest.param("import multiplespawner.catalogue", CATALOGUE_PART, id="catalogue"),
     pytest.param("import multiplespawner.form", CATALOGUE_PART | {"multiplespawner.form"}, id="form"),
-    pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.editor.*"},
+    pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.service",
+                                                   "multiplespawner.editor.*"},
                  id="editor"),
+    pytest.param(FLEET_AT_WORK, CATALOGUE_PART | {"multiplespawner.service", "multiplespawner.drain",
+                                                  "multiplespawner.fleet.*"}, id="fleet"),
+    pytest.param("import multiplespawner.drain", {"multiplespawner", "multiplespawner.drain"}, id="drain"),
+    pytest.param("import multiplespawner.fleet.cli", {"multiplespawner", "multiplespawner.fleet",
+                                                      "multiplespawner.fleet.cli"}, id="fleet-cli"),
     pytest.param("import multiplespawner.machines",
-                 CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.shared_files", "multiplespawner.machines.*",
+                 CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.shared_files", "multiplespawner.drain",
+                                   "multiplespawner.machines.*",
                                    "multiplespawner.children.*",
                                    "multiplespawner.providers.*", "multiplespawner.configurers.*", "cloudsshspawner.*"},
                  id="machines"),
@@ -77,6 +96,17 @@ def test_part_loads_only_what_sits_below_it(code, allowed):
 
 def test_the_editor_loads_no_spawning_ssh_or_docker_code():
     assert not under(loaded_after(EDITOR_AT_WORK), EDITOR_NEVER)
+
+
+def test_the_fleet_service_loads_no_spawning_ssh_or_docker_code():
+    """It reads and stops servers through the hub's REST API only."""
+    assert not under(loaded_after(FLEET_AT_WORK), EDITOR_NEVER)
+
+
+def test_the_fleet_cli_starts_light():
+    """``multiplespawner-servers`` talks HTTP to the service: no JupyterHub, tornado or jsonschema."""
+    assert not under(loaded_after("import multiplespawner.fleet.cli"),
+                     {"jupyterhub", "tornado", "jsonschema", "yaml", "traitlets", "requests"})
 
 
 def test_the_catalogue_loads_no_ssh_or_docker_code():

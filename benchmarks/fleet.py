@@ -1,0 +1,103 @@
+"""The fleet CLI on a hub with many servers: ``list`` time, single stops vs one bulk stop.
+
+One hub (tests/fixtures/fleet.py: MultipleSpawner, JupyterHub's mock single-user server, the
+fleet service with ``stop_concurrency`` = N) with N running servers (N = 50; 10 with --quick):
+
+- ``list``: wall time of ``multiplespawner-servers list`` (a new process each time: start,
+  one request, the table) and of ``list --json``, ``REPEATS`` each;
+- single stops: ``SINGLES`` servers stopped one at a time with ``stop --server U/ --yes``
+  (process start, dry run, stop, wait until the hub says it is gone);
+- bulk stop: every other server with one ``stop --all --yes``; then every server must be gone
+  from the hub and every mock server process ended.
+
+The result: the medians and the ratio of the bulk stop to the slowest single stop (target:
+under 2), with the counts of servers, results and leftover processes.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.common import new_figure, save
+from tests.fixtures.fleet import CLI, alive, hub_config, pid_of, write_catalogue
+from tests.fixtures.hub import Hub
+
+REPEATS = 5
+SINGLES = 3
+
+
+def _cli(env, *args) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    out = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"{args}: {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return elapsed, out
+
+
+def run(quick: bool = False) -> dict:
+    n = 10 if quick else 50
+    folder = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
+    folder.chmod(0o755)
+    hub = Hub(hub_config(write_catalogue(folder), stop_concurrency=n))
+    try:
+        hub.start()
+        hub.create_user("boss")
+        users = [f"s{i:03d}" for i in range(n)]
+        for u in users:
+            hub.create_user(u, groups=["course-a"])
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda u: hub.spawn(u, "", {"template": "course-a-lab"}, timeout=600), users))
+        spawn_all = time.perf_counter() - t0
+        pids = [pid_of(hub, u) for u in users]
+        token = hub.api("POST", "/users/boss/tokens", json={"note": "bench"}).json()["token"]
+        env = {**os.environ, "JUPYTERHUB_API_TOKEN": token,
+               "MULTIPLESPAWNER_FLEET_URL": f"{hub.url}/services/fleet/"}
+        _cli(env, "list")  # warm-up: the service's first catalogue load and token check
+        lists, jsons = [], []
+        for _ in range(REPEATS):
+            elapsed, out = _cli(env, "list")
+            assert f"{n} servers" in out.stdout, out.stdout[-300:]
+            lists.append(elapsed)
+            jsons.append(_cli(env, "list", "--json")[0])
+        help_times = [_cli(env, "--help")[0] for _ in range(REPEATS)]
+        singles = [_cli(env, "stop", "--server", f"{u}/", "--yes")[0] for u in users[:SINGLES]]
+        bulk, out = _cli(env, "stop", "--all", "--yes")
+        results = out.stdout.strip().splitlines()[-1]
+        left = [u for u in users if hub.server_model(u) is not None]
+        running = sum(alive(p) for p in pids)
+    finally:
+        hub.remove()
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "servers": n,
+        "spawn_all_seconds": round(spawn_all, 1),
+        "cli_help_median_s": round(statistics.median(help_times), 3),
+        "list_median_s": round(statistics.median(lists), 3),
+        "list_max_s": round(max(lists), 3),
+        "list_json_median_s": round(statistics.median(jsons), 3),
+        "single_stop_s": [round(s, 2) for s in singles],
+        "bulk_stop_s": round(bulk, 2),
+        "bulk_stopped": n - SINGLES,
+        "bulk_over_slowest_single": round(bulk / max(singles), 2),
+        "bulk_result_line": results,
+        "servers_left": len(left),
+        "processes_left": running,
+        "samples": {"list": lists, "list_json": jsons, "help": help_times},
+    }
+
+
+def plot(result: dict, path) -> None:
+    fig, (ax,) = new_figure(f"multiplespawner-servers on {result['servers']} servers")
+    labels = ["--help", "list", "list --json", "slowest single stop", f"bulk stop ({result['bulk_stopped']})"]
+    values = [result["cli_help_median_s"], result["list_median_s"], result["list_json_median_s"],
+              max(result["single_stop_s"]), result["bulk_stop_s"]]
+    ax.barh(labels, values)
+    ax.set_xlabel("seconds (medians; stops: one run)")
+    save(fig, path)

@@ -1,0 +1,63 @@
+"""Drained pool hosts: a small JSON file the fleet service writes and the hub's pool reads.
+
+``{"drained": {"HOST": {"by": "NAME", "time": "ISO 8601"}}}`` where HOST is a pool host's id
+(``address:port``) or its address (then every port of it). The hub reads the file at every pool
+claim (in a worker thread), so a drain takes effect on the next spawn and survives hub
+restarts; running servers are not touched (``multiplespawner-servers drain --stop`` stops
+them). Standard library only: both the hub and the fleet service import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+#: longest host text accepted (an address or address:port)
+MAX_HOST_LENGTH = 255
+
+
+def read_drained(path: str | os.PathLike) -> dict[str, dict]:
+    """HOST -> {by, time} of the drained hosts in ``path`` (blocking). A missing file drains
+    nothing; an unreadable or malformed one raises ``ValueError`` (the pool then refuses
+    spawns on it rather than ignoring a drain)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ValueError(f"the drain file {path} cannot be read: {e}") from e
+    try:
+        drained = json.loads(text)["drained"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"the drain file {path} is not {{\"drained\": {{...}}}}") from e
+    if not isinstance(drained, dict):
+        raise ValueError(f"the drain file {path} is not {{\"drained\": {{...}}}}")
+    return drained
+
+
+def is_drained(drained: dict, host_id: str, address: str) -> bool:
+    """Is the pool host ``host_id`` (``address:port``) drained, by id or by address?"""
+    return host_id in drained or address in drained
+
+
+def set_drained(path: str | os.PathLike, host: str, actor: str, drained: bool) -> dict[str, dict]:
+    """Drain (or undrain) ``host`` in ``path``, written atomically (owner-only, replaced in
+    one rename); return the drained hosts now. Blocking; callers serialise writes."""
+    current = read_drained(path)
+    if drained:
+        current[host] = {"by": actor, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    else:
+        current.pop(host, None)
+    folder = Path(path).resolve().parent
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".drained-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"drained": current}, f, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return current

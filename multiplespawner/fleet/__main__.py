@@ -1,0 +1,5 @@
+"""``python -m multiplespawner.fleet --catalogue-path=DIR``: run the fleet service."""
+
+from .app import main
+
+main()
