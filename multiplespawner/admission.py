@@ -15,7 +15,8 @@ Over quota without ``queue``: a 429 :class:`~multiplespawner.errors.SpawnError`.
 ``queue: true`` the spawn waits in its template's line, in order of arrival, reporting its
 position and an estimate as progress events, and is admitted when a place frees; it gives up
 after ``queue_timeout`` seconds with a 429 saying so. Cancelling the pending spawn (the hub
-cancels the spawn's task) takes it out of the line.
+cancels the spawn's task) takes it out of the line. A hub restart ends the waits (they live in
+the hub process); the user's next spawn form says the place was lost (:func:`lost_place_notice`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ def over_quota(message: str, reason: str = "quota") -> SpawnError:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
+
+
+def lost_place_notice(waiting: dict) -> str:
+    """What the user's next spawn form says about a spawn that waited in line when the hub
+    stopped (``waiting``: the template's display name and since when, as stored by the spawner)."""
+    since = waiting.get("since")
+    when = f" (waiting since {time.strftime('%H:%M', time.gmtime(since))} UTC)" if isinstance(since, (int, float)) else ""
+    return (f"Your place in line for {waiting.get('template') or 'your template'}{when} was lost "
+            "when the hub restarted. Start again to join the line.")
 
 
 def ordinal(n: int) -> str:

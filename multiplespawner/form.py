@@ -82,6 +82,7 @@ def form_context(
     last: dict | None = None,
     unavailable: dict[str, str] | None = None,
     admin_error: str | None = None,
+    notice: str | None = None,
 ) -> dict:
     """The variables the spawn form template gets (see :func:`render_form`): plain data, so an
     operator's template can lay them out as it likes."""
@@ -99,6 +100,7 @@ def form_context(
     rtypes = [r for r in _RESOURCE_TYPE_LABELS if any(t.resource_type == r for t in templates)]
     return {
         "admin_error": admin_error,
+        "notice": notice,
         "providers": [{"value": p, "text": p, "selected": p == provider} for p in providers],
         "resource_types": [{"value": r, "text": _RESOURCE_TYPE_LABELS[r], "selected": r == rtype} for r in rtypes],
         "templates": [
@@ -134,17 +136,19 @@ def render_form(
     unavailable: dict[str, str] | None = None,
     admin_error: str | None = None,
     template_text: str | None = None,
+    notice: str | None = None,
 ) -> str:
     """HTML for the spawn page.
 
     ``templates``: those this user may use; ``last``: the previous ``user_options`` (preselected);
     ``unavailable``: template name -> why it cannot run now (shown disabled, with the reason);
-    ``admin_error``: a catalogue problem to show (pass it only for admins); ``template_text``:
+    ``admin_error``: a catalogue problem to show (pass it only for admins); ``notice``: a message
+    for this user about their last spawn (e.g. a place in line lost to a hub restart); ``template_text``:
     the Jinja form template (default: the packaged one, :func:`default_form_template`), rendered
     with autoescaping and the variables of :func:`form_context`.
     """
     text = default_form_template() if template_text is None else template_text
-    return _compiled(text).render(form_context(templates, last, unavailable, admin_error))
+    return _compiled(text).render(form_context(templates, last, unavailable, admin_error, notice))
 
 
 def options_from_form(formdata: dict[str, list[str]]) -> dict:

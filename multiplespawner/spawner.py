@@ -44,7 +44,7 @@ from .catalogue import (
     resolve_placeholders,
     shared_source,
 )
-from .admission import Place, admission_for
+from .admission import Place, admission_for, lost_place_notice
 from .children import CpuWeight, adapter_for
 from .children.local_orphans import sweep_once as sweep_orphaned_processes_once
 from .choices import Choice, resolve_choice
@@ -212,6 +212,8 @@ class MultipleSpawner(Spawner):
     _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
     _deadline: float | None = None
     _expiry_handle: asyncio.TimerHandle | None = None
+    _waiting: dict | None = None  # the spawn waits in line: template and since when (see _in_line)
+    _notice: str | None = None  # for the user's next spawn form (a place in line lost to a restart)
     quota_place: Place | None = None  # the quota place this server holds (see admission.py)
 
     def __init__(self, **kwargs):
@@ -280,7 +282,7 @@ class MultipleSpawner(Spawner):
         unavailable = await self._unavailable(catalogue, usable)
         error = str(source.error) if source.error and identity["admin"] else None
         return render_form(usable, last=self.user_options, unavailable=unavailable, admin_error=error,
-                           template_text=self.options_form_template)
+                           template_text=self.options_form_template, notice=self._notice)
 
     @default("options_from_form")
     def _options_from_form_default(self):
@@ -322,14 +324,37 @@ class MultipleSpawner(Spawner):
         finally:
             if self._record is not None:
                 self._record.pop("queued", None)
+        if self._waiting is not None:  # admitted: the stored wait ends (a refused or cancelled
+            self._waiting = None       # wait ends with the hub's stop, which stores the state;
+            self._write_waiting()      # one cut by the hub's own shutdown must stay stored)
         self._record["quota_place"] = place.to_record()
         await maybe_future(super().run_pre_spawn_hook())
 
     def _in_line(self, message: str) -> None:
         """The spawn waits in its template's line: say so on the progress page and, while it
-        waits, in the state the hub shows (``queued``: the position message; for the fleet)."""
+        waits, in the state the hub shows (``queued``: the position message; for the fleet).
+
+        On joining the line the wait is also written to the hub's database at once, so a hub
+        restarted while the spawn waits can tell the user their place was lost (load_state)."""
+        if self._waiting is None:
+            self._waiting = {"template": self.choice.template.display_name, "since": time.time()}
+            self._write_waiting()
         self._record["queued"] = message
         self._event(5, message)
+
+    def _write_waiting(self) -> None:
+        """Store (or drop) ``waiting`` in the server's stored state now. The hub writes the
+        server's whole state only once it has started or stopped, which a restart pre-empts;
+        this touches that one key and leaves the rest as stored."""
+        orm_spawner, db = self.orm_spawner, getattr(self.user, "db", None)
+        if orm_spawner is None or db is None:
+            return
+        state = dict(orm_spawner.state or {})
+        state.pop("waiting", None)
+        if self._waiting is not None:
+            state["waiting"] = self._waiting
+        orm_spawner.state = state
+        db.commit()
 
     async def prepare(self, user_options: dict | None) -> None:
         """Check the choice and build the child spawner; nothing is started yet.
@@ -339,6 +364,7 @@ class MultipleSpawner(Spawner):
         """
         self._events.reset()
         self._child_start_begun = False
+        self._notice = None  # shown on the form until the user starts again
         choice = await self.resolve(user_options)
         t = choice.template
         values = self._placeholder_values(choice)
@@ -672,11 +698,16 @@ class MultipleSpawner(Spawner):
             state["machine"] = self.machine.to_state()
         if self._last_child is not None:
             state["last_child"] = self._last_child
+        if self._notice:
+            state["notice"] = self._notice
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self._last_child = state.get("last_child")
+        # a spawn that waited in line when the hub stopped is gone with that hub process
+        waiting = state.get("waiting")
+        self._notice = lost_place_notice(waiting) if isinstance(waiting, dict) else state.get("notice")
         record = state.get("multiple")
         if not record:
             return

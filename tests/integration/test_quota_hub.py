@@ -23,6 +23,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from multiplespawner.catalogue import DEFAULT_SPAWNER_CLASSES
+from tests.fixtures.editor import hub_session
 from tests.fixtures.hub import Hub
 from tests.fixtures.procs import wait_until
 
@@ -228,6 +229,11 @@ def test_after_a_restart_running_servers_keep_their_places_and_waiters_start_aga
     assert "error" in _ or _["r"].status_code in (202, 429)
     # the waiter's spawn did not survive: its user is told by the hub that nothing runs, and starts again
     wait_until(lambda: hub.server_model("rwaiter") is None, timeout=30, message="waiter's spawn dropped")
+    # and the spawn page (where the pending page sends them) says why
+    page = hub_session(hub, "rwaiter").get(f"{hub.url}/hub/spawn/rwaiter", timeout=30)
+    assert page.status_code == 200, page.text[-2000:]
+    assert "Your place in line for Line notebook (waiting since " in page.text, page.text[-3000:]
+    assert "UTC) was lost when the hub restarted. Start again to join the line." in page.text
     # the running servers still hold their places, counted from the restored state
     assert hub.server_model("rholder")["ready"]
     assert gauge(hub, "multiplespawner_running_servers", "pair") == 2
@@ -240,6 +246,10 @@ def test_after_a_restart_running_servers_keep_their_places_and_waiters_start_aga
     hub.wait_for_ready("rlate", timeout=60)
     thread.join(timeout=30)
     assert answer["r"].status_code in (201, 202)
+    assert "waiting" not in hub.server_model("rlate")["state"]  # the stored wait ended with it
+    page = hub_session(hub, "rholder").get(f"{hub.url}/hub/spawn/rholder", timeout=30)
+    assert page.status_code == 200 and 'id="multiplespawner-form"' in page.text, page.text[-2000:]
+    assert "was lost when the hub restarted" not in page.text  # only the waiter is told
 
 
 def test_places_come_back_from_servers_found_gone_and_from_failed_spawns(quota_hub):

@@ -271,3 +271,30 @@ async def test_operators_can_replace_the_spawn_form_template(tmp_path):
            "{{ f.max }}={{ f.value }}{% endfor %}</p>{% endfor %}")
     spawner = _spawner(catalogue_paths=[str(path)], options_form_template=own)
     assert await spawner.render_options_form() == "<p>Plain &lt;b&gt; cpu:0.5-2=1</p>"
+
+
+async def test_a_wait_in_line_cut_by_a_hub_restart_becomes_a_notice_until_the_next_spawn(tmp_path):
+    """A stored ``waiting`` (the spawn waited in line when the hub stopped) becomes the spawn
+    form's notice; it survives the hub's clean-up of that server (clear_state, then get_state
+    stored) and goes when the user starts again."""
+    f = tmp_path / "catalogue.json"
+    f.write_text(json.dumps({
+        "deployments": {"local": [{"name": "hub", "provider": "local"}]},
+        "templates": [{"name": "here", "display_name": "GPU notebook", "resource_type": "local",
+                       "providers": ["local"], "spawner": {"class": "jupyterhub.spawner.LocalProcessSpawner"}}],
+    }))
+    spawner = _spawner(catalogue_paths=[str(f)])
+    since = 1_700_000_000.0  # 22:13 UTC
+    spawner.load_state({"last_child": None, "waiting": {"template": "GPU notebook", "since": since}})
+    assert spawner.child is None  # nothing of the wait is rebuilt
+    notice = ("Your place in line for GPU notebook (waiting since 22:13 UTC) was lost when the hub "
+              "restarted. Start again to join the line.")
+    spawner.clear_state()
+    assert spawner.get_state() == {"notice": notice}
+    restored = _spawner(catalogue_paths=[str(f)])
+    restored.load_state(json.loads(json.dumps(spawner.get_state())))  # a later spawner object
+    html = await restored.render_options_form()
+    assert 'id="ms-notice"' in html and "GPU notebook (waiting since 22:13 UTC) was lost" in html
+    await restored.prepare({"template": "here"})
+    assert "notice" not in restored.get_state()
+    assert 'id="ms-notice"' not in await restored.render_options_form()
