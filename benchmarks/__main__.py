@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     parser.add_argument("--hub-sqlite", choices=("wal", "default"),
                         help="the hubs' SQLite database (course_rush): 'wal' (write-ahead log, "
                              "multiplespawner.hub_database, the default there) or SQLite's defaults")
+    parser.add_argument("--spawn-pacing", type=int, metavar="RATE",
+                        help="course_rush: spawn requests nginx lets through per second, as "
+                             "examples/header-nginx/hub-spawn-pacing.conf does (default 10); 0: not paced")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -50,6 +53,12 @@ def main(argv=None) -> int:
         if "hub_sqlite" not in inspect.signature(module.run).parameters:
             parser.error(f"{args.name} takes no --hub-sqlite")
         options["hub_sqlite"] = args.hub_sqlite
+    if args.spawn_pacing is not None:
+        if "spawn_pacing" not in inspect.signature(module.run).parameters:
+            parser.error(f"{args.name} takes no --spawn-pacing")
+        if args.spawn_pacing < 0:
+            parser.error("--spawn-pacing must be 0 (off) or a rate per second")
+        options["spawn_pacing"] = args.spawn_pacing
     started = time.time()
     if args.soak:
         if not getattr(module, "SUPPORTS_SOAK", False):

@@ -11,6 +11,10 @@ OAuth, as the browser does). Click -> ready is from the POST to the first answer
 server, as a Unix user of their own), half a container of the locally built notebook image
 (DockerSpawner, the real ``jupyterhub-singleuser``).
 
+Both nginxes pace the spawn requests as ``examples/header-nginx/hub-spawn-pacing.conf`` does
+(``--spawn-pacing RATE`` per second, default 10; 0: not paced), so the two hubs differ only
+behind their front proxy.
+
 Two hubs, one after the other (never at once), each behind its own nginx with header login:
 
 * ``plain``: JupyterHub with LocalProcessSpawner / DockerSpawner configured directly, by name
@@ -61,6 +65,7 @@ from tests.fixtures.slapd import Slapd, ldap_hub_config, ldap_hub_env
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY_SNIPPET = REPO / "examples" / "header-nginx" / "hub-identity.conf"
 SECRET_PATHS_SNIPPET = REPO / "examples" / "header-nginx" / "hub-secret-paths.conf"
+PACING_SNIPPET = REPO / "examples" / "header-nginx" / "hub-spawn-pacing.conf"
 MOCK_CMD = [sys.executable, "-m", "jupyterhub.tests.mocksu"]
 KINDS = ("plain", "suite")
 READY_TIMEOUT = 900  # seconds from the click; a student not ready by then is a failure
@@ -333,16 +338,28 @@ def _stop_all(hub: Hub, names: list[str], timeout: float = 300) -> None:
         time.sleep(1)
 
 
+def pacing_directives(rate: int) -> tuple[str, str]:
+    """nginx's http- and location-level directives of examples/header-nginx/hub-spawn-pacing.conf
+    at ``rate`` spawn requests per second; none for 0."""
+    if not rate:
+        return "", ""
+    snippet = PACING_SNIPPET.read_text()
+    assert "rate=10r/s" in snippet
+    return snippet.replace("rate=10r/s", f"rate={rate}r/s"), "limit_req zone=hub_spawns burst=10000;\n"
+
+
 def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_host: str, gateway: str,
-            engine_client, cleanup) -> dict:
-    """Start the ``kind`` hub and its nginx, run the rush, collect the figures, stop it all."""
+            engine_client, cleanup, spawn_pacing: int = 0) -> dict:
+    """Start the ``kind`` hub and its nginx (pacing spawn requests at ``spawn_pacing`` per
+    second, 0: not), run the rush, collect the figures, stop it all."""
     hub = Hub(config, env={**env, "JUPYTERHUB_HEADER_AUTH_SECRET": cleanup.secret})
+    pacing_http, pacing_location = pacing_directives(spawn_pacing)
     nginx = Nginx(hub.url, host=nginx_host, basic_auth={name: password for name, _, _ in students},
                   http_directives='map $remote_user $hub_user_data { default ""; }\n'
                                   'map $remote_user $hub_user_groups { default ""; }\n'
-                                  + SECRET_PATHS_SNIPPET.read_text(),
+                                  + SECRET_PATHS_SNIPPET.read_text() + pacing_http,
                   server_directives=f'set $hub_proxy_secret "{cleanup.secret}";',
-                  location_directives=IDENTITY_SNIPPET.read_text(),
+                  location_directives=IDENTITY_SNIPPET.read_text() + pacing_location,
                   worker_connections=max(256, 8 * len(students)))  # a stream and a request each, both ways
     cleanup.hubs.append(hub)
     cleanup.nginxes.append(nginx)
@@ -494,7 +511,7 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal") -> dict:
+def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal", spawn_pacing: int = 10) -> dict:
     from images.build import build_image
     from images.engine import DockerEngine
 
@@ -530,13 +547,14 @@ def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal") -> di
                 config = common + _suite_config(catalogue)
                 roster = [(name, t, {"template": t}) for name, t in zip(names, templates)]
                 env = ldap_hub_env(cleanup.slapd)
-            results[kind] = one_hub(kind, config, env, roster, password, nginx_host, gateway, engine.client, cleanup)
+            results[kind] = one_hub(kind, config, env, roster, password, nginx_host, gateway, engine.client, cleanup,
+                                    spawn_pacing)
             # so far, in case a later hub does not finish
             print(json.dumps({kind: {k: v for k, v in results[kind].items() if k != "samples"}}), file=sys.stderr)
     finally:
         cleanup.run()
         engine.release()
-    return _compare(n, results, hub_sqlite)
+    return {**_compare(n, results, hub_sqlite), "spawn_pacing_per_s": spawn_pacing}
 
 
 def _compare(n: int, results: dict, hub_sqlite: str) -> dict:

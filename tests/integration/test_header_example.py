@@ -20,6 +20,7 @@ def test_docs_show_the_tested_nginx_snippets():
     docs = (REPO / "docs" / "deploy-behind-proxy.md").read_text()
     assert IDENTITY_SNIPPET.read_text().strip() in docs
     assert SECRET_PATHS_SNIPPET.read_text().strip() in docs
+    assert (EXAMPLE / "hub-spawn-pacing.conf").read_text().strip() in docs
 
 
 def test_docs_apache_snippet_sets_env_headers_only_when_the_variable_exists():
