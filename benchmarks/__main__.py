@@ -33,8 +33,9 @@ def main(argv=None) -> int:
     parser.add_argument("--students", type=int, metavar="N",
                         help="class size, for the benchmarks that simulate one (course_rush)")
     parser.add_argument("--hub-sqlite", choices=("wal", "default"),
-                        help="the hubs' SQLite database (course_rush): 'wal' (write-ahead log, "
-                             "multiplespawner.hub_database, the default there) or SQLite's defaults")
+                        help="the hubs' SQLite database (course_rush, fleet): 'wal' (write-ahead log, "
+                             "multiplespawner.hub_database, course_rush's default) or SQLite's defaults "
+                             "(fleet's default)")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
