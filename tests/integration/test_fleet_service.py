@@ -323,10 +323,17 @@ def test_machines_lists_owners_and_reap_removes_only_the_orphan(fleet, docker_en
                                          "org.jupyterhub-multiplespawner.user=erin"]})]
         wait_until(lambda: len(erins()) == 1, timeout=120, message="erin's machine created")
         (owned,) = erins()
+        (row,) = call(base, tokens["boss"], "GET", "servers", params={"provider": "docker"}).json()["servers"]
+        assert (row["server"], row["state"], row["resource_type"], row["template"]) == (
+            "erin/", "pending", "virtual_machine", "course-b-vm")
         # planted after the hub's start-up reaper ran (before erin's machine was created)
         orphan = plant_orphan(stalled_image, tmp_path)
         out = cli(base, tokens["ta"], "machines")
         assert out.returncode == 1 and "403" in out.stderr and "every course" in out.stderr
+        for method, path in (("GET", "machines"), ("POST", "machines/reap")):  # the hub's own API, directly
+            r = requests.request(method, f"{hub.api_url}/multiplespawner/{path}", json={"dry_run": False},
+                                 headers={"Authorization": f"token {tokens['ta']}"}, timeout=30)
+            assert r.status_code == 403 and "custom:machines:manage" in r.json()["message"], r.text
         out = cli(base, tokens["boss"], "machines", "--json")
         assert out.returncode == 0, out.stderr
         machines = {m["id"]: m for m in json.loads(out.stdout)["machines"]}
