@@ -33,8 +33,9 @@ def main(argv=None) -> int:
     parser.add_argument("--students", type=int, metavar="N",
                         help="class size, for the benchmarks that simulate one (course_rush)")
     parser.add_argument("--hub-sqlite", choices=("wal", "default"),
-                        help="the hubs' SQLite database (course_rush): 'wal' (write-ahead log, "
-                             "multiplespawner.hub_database, the default there) or SQLite's defaults")
+                        help="the hubs' SQLite database (course_rush, fleet): 'wal' (write-ahead log, "
+                             "multiplespawner.hub_database, course_rush's default) or SQLite's defaults "
+                             "(fleet's default)")
     parser.add_argument("--spawn-pacing", type=int, metavar="RATE",
                         help="course_rush: spawn requests nginx lets through per second, as "
                              "examples/header-nginx/hub-spawn-pacing.conf does (default 10); 0: not paced")

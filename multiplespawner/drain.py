@@ -4,16 +4,15 @@
 (``address:port``) or its address (then every port of it). The hub reads the file at every pool
 claim (in a worker thread), so a drain takes effect on the next spawn and survives hub
 restarts; running servers are not touched (``multiplespawner-servers drain --stop`` stops
-them). Standard library only: both the hub and the fleet service import it.
+them). Standard library only (and :mod:`.json_file`): both the hub and the fleet service import it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
+
+from .json_file import read_document, write_document
 
 #: longest host text accepted (an address or address:port)
 MAX_HOST_LENGTH = 255
@@ -23,19 +22,7 @@ def read_drained(path: str | os.PathLike) -> dict[str, dict]:
     """HOST -> {by, time} of the drained hosts in ``path`` (blocking). A missing file drains
     nothing; an unreadable or malformed one raises ``ValueError`` (the pool then refuses
     spawns on it rather than ignoring a drain)."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise ValueError(f"the drain file {path} cannot be read: {e}") from e
-    try:
-        drained = json.loads(text)["drained"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"the drain file {path} is not {{\"drained\": {{...}}}}") from e
-    if not isinstance(drained, dict):
-        raise ValueError(f"the drain file {path} is not {{\"drained\": {{...}}}}")
-    return drained
+    return read_document(path, "drained", "the drain file")
 
 
 def is_drained(drained: dict, host_id: str, address: str) -> bool:
@@ -51,13 +38,5 @@ def set_drained(path: str | os.PathLike, host: str, actor: str, drained: bool) -
         current[host] = {"by": actor, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     else:
         current.pop(host, None)
-    folder = Path(path).resolve().parent
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".drained-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"drained": current}, f, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_document(path, "drained", current)
     return current

@@ -50,6 +50,7 @@ from .children.local_orphans import sweep_once as sweep_orphaned_processes_once
 from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, refused, user_facing
+from .extensions import extended_deadline, read_extensions
 from .form import options_from_form as form_fields_to_options
 from .form import default_form_template, render_form
 from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
@@ -164,6 +165,15 @@ class MultipleSpawner(Spawner):
         """,
     ).tag(config=True)
 
+    extension_file = Unicode(
+        "",
+        help="""The session extension file the fleet service writes (its
+        ``--FleetApp.extension_file``, same path): when a session's deadline has passed, the
+        expiry check reads it (in a worker thread) and a session extended there (``multiplespawner-servers
+        extend``) runs on until its new deadline. Empty: sessions end at the deadline set at
+        start. Unreadable: logged, and the session ends at its own deadline. See docs/fleet.md.""",
+    ).tag(config=True)
+
     child_nice = Integer(
         19,
         min=0,
@@ -210,7 +220,9 @@ class MultipleSpawner(Spawner):
     choice: Choice | None = None
     _record: dict | None = None  # what the current server was built from (JSON)
     _last_child: dict | None = None  # class + kwargs of the last server, for delete_forever
-    _deadline: float | None = None
+    _deadline: float | None = None  # set at start: the session's own deadline (and its id in extension_file)
+    _extended_until: float | None = None  # a later deadline read from extension_file
+    _last_failure: dict | None = None  # {"time", "message"} of the last start, if it failed
     _expiry_handle: asyncio.TimerHandle | None = None
     _waiting: dict | None = None  # the spawn waits in line: template and since when (see _in_line)
     _notice: str | None = None  # for the user's next spawn form (a place in line lost to a restart)
@@ -556,10 +568,24 @@ class MultipleSpawner(Spawner):
         Any failure is a ``SpawnException`` whose message names the step and the reason
         (``The start step failed: DockerSpawner: ...``); the hub then calls :meth:`stop`.
         """
+        self._last_failure = None
         try:
             return await self._start()
         except SpawnException as e:
+            self._record_failure(e.message)
             raise user_facing(e)
+        except Exception as e:
+            self._record_failure(str(e) or type(e).__name__)
+            raise
+
+    def _record_failure(self, message: str) -> None:
+        """Keep why this start failed (``last_failure`` in the state, kept when the hub clears
+        the state after the failure, until the next start), with its template and provider:
+        the fleet lists the server as ``failed`` with it."""
+        record = self._record or {}
+        self._last_failure = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": message[:1000],
+                              "template": record.get("template"),
+                              "provider": (record.get("options") or {}).get("provider")}
 
     async def _start(self):
         if self.child is None:
@@ -593,6 +619,7 @@ class MultipleSpawner(Spawner):
         observe_phase(record["template"], record["options"]["provider"], "start", time.monotonic() - began)
         if record.get("lifetime_minutes"):
             self._deadline = time.time() + 60 * record["lifetime_minutes"]
+            self._extended_until = None
             self._schedule_expiry()
         self._last_child = {k: record[k] for k in ("child_class", "child_kwargs")}
         return url
@@ -633,7 +660,7 @@ class MultipleSpawner(Spawner):
         """The child's status; a server whose session ran out is stopped and reported gone."""
         if self.child is None:
             return 0
-        if self._deadline is not None and time.time() >= self._deadline:
+        if self._deadline is not None and await self._session_over():
             self.log.info("Session of %s ran out; stopping it", self._log_name)
             await self.stop()
             return 0
@@ -659,6 +686,7 @@ class MultipleSpawner(Spawner):
                 await self.machine.release()
             admission_for(self.user).release(self)
         self._deadline = None
+        self._extended_until = None
 
     async def delete_forever(self):
         """Forward to a child built like the last server's, so its resources can be removed."""
@@ -674,7 +702,7 @@ class MultipleSpawner(Spawner):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # poll() schedules it once the hub's loop runs
-        delay = max(0.0, self._deadline - time.time()) + self.lifetime_grace
+        delay = max(0.0, self.deadline - time.time()) + self.lifetime_grace
         self._expiry_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self.poll_and_notify()))
 
     def _cancel_expiry(self) -> None:
@@ -684,8 +712,31 @@ class MultipleSpawner(Spawner):
 
     @property
     def deadline(self) -> float | None:
-        """Unix time at which the current session ends, or None."""
-        return self._deadline
+        """Unix time at which the current session ends (an extension read from
+        ``extension_file`` included), or None."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline, self._extended_until or 0.0)
+
+    async def _session_over(self) -> bool:
+        """Has the session's deadline passed? Once it has, ``extension_file`` is read (in a
+        worker thread): an extension of this very session moves the deadline and the timer."""
+        if time.time() < self.deadline:
+            return False
+        if self.extension_file:
+            try:
+                extensions = await asyncio.to_thread(read_extensions, self.extension_file)
+            except ValueError as e:
+                self.log.error("%s: %s; the session ends at its own deadline", self._log_name, e)
+                extensions = {}
+            until = extended_deadline(extensions, f"{self.user.name}/{self.name}", self._deadline)
+            if until is not None and until > time.time():
+                self.log.info("Session of %s extended until %s", self._log_name,
+                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until)))
+                self._extended_until = until
+                self._schedule_expiry()
+                return False
+        return True
 
     # ---- state -------------------------------------------------------------------------
     def get_state(self):
@@ -700,6 +751,8 @@ class MultipleSpawner(Spawner):
             state["last_child"] = self._last_child
         if self._notice:
             state["notice"] = self._notice
+        if self._last_failure is not None:
+            state["last_failure"] = self._last_failure
         return state
 
     def load_state(self, state):
@@ -708,6 +761,7 @@ class MultipleSpawner(Spawner):
         # a spawn that waited in line when the hub stopped is gone with that hub process
         waiting = state.get("waiting")
         self._notice = lost_place_notice(waiting) if isinstance(waiting, dict) else state.get("notice")
+        self._last_failure = state.get("last_failure")
         record = state.get("multiple")
         if not record:
             return
@@ -742,6 +796,7 @@ class MultipleSpawner(Spawner):
         self.choice = None
         self._record = None
         self._deadline = None
+        self._extended_until = None
 
 
 def _check_braces_for_templating(cls: type[Spawner], template, values: dict[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""The fleet service: list and stop users' servers in bulk (a JupyterHub service, REST only).
+"""The fleet service: list, stop, extend and notify users' servers in bulk, drain pool hosts,
+list and reap provider machines (a JupyterHub service, REST only).
 
 Run by the hub as a managed service with a role of its own (see docs/fleet.md)::
 
@@ -23,6 +24,13 @@ REST API, relative to the service prefix (JSON)::
                                                "only": ["user/name", ...], "concurrency": N}
                                          -> {"dry_run", "results": [{"server", "result",
                                              "reason"}], "counts": {result: n}}
+    POST api/servers/extend              body as a stop's plus {"minutes": N}: N more minutes for
+                                         each running session, within its template's maximum
+                                         (results extended / refused with the reason)
+    POST api/servers/notify              body as a stop's plus {"message": TEXT,
+                                         "expires_minutes": N}: shown on the users' hub pages
+    GET  api/machines                    the hub's provider machines and their owners
+    POST api/machines/reap               body {"dry_run": bool}: the hub reaps the orphans
     GET  api/audit[?limit=N]             the audit trail, newest first (a course manager's own)
     GET  api/hosts                       {"drained": {HOST: {"by", "time"}}}
     POST api/hosts/drain                 body {"host": "ADDRESS[:PORT]", "stop": bool}: the pool
@@ -31,13 +39,15 @@ REST API, relative to the service prefix (JSON)::
     POST api/hosts/undrain               body {"host": ...}: it takes servers again
 
 Filters (query arguments, or the ``filter`` object's strings or lists of strings):
-``template``, ``provider``, ``group``, ``state`` (running, pending, queued, stopping), ``older_than``
+``template``, ``provider``, ``group``, ``state`` (running, pending, queued, stopping, failed), ``older_than``
 and ``idle_for`` (``30m``, ``2h``, ``1d``), ``host`` (pool host or machine, by id or address),
 ``server`` (``user``, ``user/`` or ``user/name``). A stop needs a filter or ``"all": true``;
 ``only`` limits it to the servers a caller confirmed (the CLI sends what it showed). A
-course manager naming another course's template or server gets 403, as does draining (a
-pool host serves every course: hub admins and unfiltered managers only); every malformed input a
-400 with a message; nothing is stopped in either case.
+course manager naming another course's template or server gets 403, as do draining and the
+machines (a pool host or provider serves every course: hub admins and unfiltered managers
+only); every malformed input a 400 with a message; nothing is changed in either case. The hub
+files (drain, extension, notice: :mod:`multiplespawner.drain`, ``.extensions``, ``.notices``)
+are written in worker threads, one write at a time.
 """
 
 from __future__ import annotations
@@ -59,11 +69,13 @@ from traitlets import Float, Integer, List, Unicode, default
 from ..catalogue import CatalogueError, CataloguePolicy, CatalogueSource
 from ..classes import locate_spawner_class
 from ..drain import MAX_HOST_LENGTH, read_drained, set_drained
+from ..extensions import read_extensions, set_extension
+from ..notices import MAX_MESSAGE, add_notice
 from ..service import ServiceApp
 from .access import MANAGE_SCOPE, Manager, manager_from_scopes
 from .audit import AuditLog
 from .hub import HubAPIError, HubClient
-from .servers import FilterError, ServerFilter, parse_filter, server_rows
+from .servers import FilterError, ServerFilter, parse_filter, plan_extension, server_rows, session_deadlines
 
 #: largest request body (a stop request) in bytes
 MAX_BODY_BYTES = 64 * 1024
@@ -109,8 +121,17 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             catalogue = await source.get()
         except CatalogueError:
             return {}
-        return {name: {"resource_type": t.resource_type, "tags": t.spec.get("tags", [])}
+        return {name: {"resource_type": t.resource_type, "tags": t.spec.get("tags", []),
+                       "max_lifetime_minutes": t.lifetime.max if t.lifetime else None}
                 for name, t in catalogue.templates.items()}
+
+    def extensions(self) -> dict:
+        """The extension file's content (blocking; {} without one; 409 if unreadable)."""
+        path = self.settings["extension_file"]
+        try:
+            return read_extensions(path) if path else {}
+        except ValueError as e:
+            raise web.HTTPError(409, str(e))
 
     async def visible_rows(self, manager: Manager, wanted: ServerFilter) -> list[dict]:
         """The servers ``wanted`` names that ``manager`` may manage; 403 if it names a template
@@ -121,12 +142,15 @@ class BaseHandler(HubAuthenticated, web.RequestHandler):
             if reason:
                 raise web.HTTPError(403, reason)
         try:
-            users = await self.settings["hub"].active_users()
+            failed = not wanted.state or "failed" in wanted.state  # stopped servers are read only for them
+            users = await self.settings["hub"].active_users(include_stopped=failed)
         except (HubAPIError, OSError) as e:
             app_log.error("Listing servers failed: %s", e)
             raise web.HTTPError(502, f"the hub did not list its servers: {e}")
         now = datetime.now(timezone.utc)
-        rows = [r for r in server_rows(users, templates, now) if wanted.matches(r, now)]
+        self.sessions = session_deadlines(users)  # for an extension: each session's id
+        extensions = await self.blocking(self.extensions)
+        rows = [r for r in server_rows(users, templates, now, extensions) if wanted.matches(r, now)]
         foreign = [r["server"] for r in rows if not manager.may_manage(r) and r["server"] in wanted.server]
         if foreign:
             raise web.HTTPError(403, f"{manager.name} may not manage {', '.join(foreign)}: "
@@ -179,20 +203,28 @@ class ServersHandler(BaseHandler):
         self.finish({"servers": await self.visible_rows(manager, wanted)})
 
 
-class StopHandler(BaseHandler):
+class BulkHandler(BaseHandler):
+    """``POST api/servers/ACTION``: one action on the servers a filter picks (see ``act``).
+
+    Body fields: ``filter``, ``all`` (no filter needed), ``dry_run``, ``only`` (the servers
+    the caller confirmed) and ``concurrency``, plus the action's own ``fields``."""
+
+    action = ""
+    fields: tuple = ()
+
     async def post(self):
         manager = self.manager()
         body = _json_body(self.request.body)
-        unknown = sorted(set(body) - {"filter", "all", "dry_run", "only", "concurrency"})
+        known = ("filter", "all", "dry_run", "only", "concurrency", *self.fields)
+        unknown = sorted(set(body) - set(known))
         if unknown:
-            raise web.HTTPError(400, f"unknown field {unknown[0]!r}; a stop takes filter, all, dry_run, only, "
-                                     "concurrency")
+            raise web.HTTPError(400, f"unknown field {unknown[0]!r}; {self.action} takes {', '.join(known)}")
         wanted = _filter_or_400(body.get("filter", {}))
         everything, dry_run = body.get("all", False), body.get("dry_run", False)
         if not isinstance(everything, bool) or not isinstance(dry_run, bool):
             raise web.HTTPError(400, "all and dry_run must be true or false")
         if wanted.empty and not everything:
-            raise web.HTTPError(400, 'a stop needs a filter, or "all": true to stop every server you may manage')
+            raise web.HTTPError(400, f'{self.action} needs a filter, or "all": true for every server you may manage')
         only = body.get("only")
         if only is not None and not (isinstance(only, list) and all(isinstance(s, str) for s in only)):
             raise web.HTTPError(400, 'only must be a list of servers ("user/name")')
@@ -201,25 +233,113 @@ class StopHandler(BaseHandler):
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= limit:
             raise web.HTTPError(400, f"concurrency must be a whole number from 1 to {limit} (the service's "
                                      "stop_concurrency)")
-        rows = await self.visible_rows(manager, wanted)
+        options = self.options(body)
+        self.wanted = wanted
+        rows = [r for r in await self.visible_rows(manager, wanted) if r["state"] != "failed"]  # nothing to act on
         gone = []
         if only is not None:
             rows = [r for r in rows if r["server"] in set(only)]
             gone = [{"server": s, "result": "already gone", "reason": "no longer running, or no longer one the filter "
                      "picks for you"} for s in sorted(set(only) - {r["server"] for r in rows})]
-        if dry_run:
-            results = [{"server": r["server"], "result": "would stop", "reason": ""} for r in rows]
-        else:
-            results = await self.stop_all(rows, concurrency) + gone
+        results = await self.act(manager, rows, options, concurrency, dry_run) + ([] if dry_run else gone)
+        if not dry_run:
             await self.blocking(self.settings["audit"].append, {
-                "actor": manager.name, "action": "stop", "filter": wanted.given, "all": everything,
-                "only": only, "servers": [r["server"] for r in rows], "results": results,
+                "actor": manager.name, "action": self.action, "filter": wanted.given, "all": everything,
+                "only": only, "servers": [r["server"] for r in rows], "results": results, **options,
             })
         counts = {}
         for r in results:
             counts[r["result"]] = counts.get(r["result"], 0) + 1
         self.finish({"dry_run": dry_run, "results": results, "counts": counts})
 
+    def options(self, body: dict) -> dict:
+        """The action's own fields of ``body``, checked (400 if not usable)."""
+        return {}
+
+    def need_file(self, setting: str, what: str, hub_side: str) -> None:
+        """409 unless the service has its ``setting`` (a file the hub reads)."""
+        if not self.settings[setting]:
+            raise web.HTTPError(409, f"this hub has no {what}: the operator sets {hub_side} and gives the fleet "
+                                     f"service the same path (--FleetApp.{setting})")
+
+    async def act(self, manager, rows: list[dict], options: dict, concurrency: int, dry_run: bool) -> list[dict]:
+        """One ``{"server", "result", "reason"}`` per row."""
+        raise NotImplementedError
+
+
+class StopHandler(BulkHandler):
+    action = "stop"
+
+    async def act(self, manager, rows, options, concurrency, dry_run):
+        if dry_run:
+            return [{"server": r["server"], "result": "would stop", "reason": ""} for r in rows]
+        return await self.stop_all(rows, concurrency)
+
+
+#: most minutes an extend adds or a notice lasts (a week); a template's maximum bounds an extension anyway
+MAX_MINUTES = 7 * 24 * 60
+
+
+class ExtendHandler(BulkHandler):
+    """Add ``minutes`` to running servers' sessions, each within its template's maximum
+    session length (``refused`` with the reason otherwise). A request naming one server
+    (``filter: {"server": ["user/name"]}``) that is refused answers 409 with the reason."""
+
+    action = "extend"
+    fields = ("minutes",)
+
+    def options(self, body):
+        minutes = _minutes(body, "minutes", None)
+        self.need_file("extension_file", "session extension file", "c.MultipleSpawner.extension_file")
+        return {"minutes": minutes}
+
+    async def act(self, manager, rows, options, concurrency, dry_run):
+        results = []
+        for row in rows:
+            deadline, reason = plan_extension(row, options["minutes"])
+            if deadline is None:
+                results.append({"server": row["server"], "result": "refused", "reason": reason})
+                continue
+            until = datetime.fromtimestamp(deadline, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if not dry_run:
+                async with self.settings["file_lock"]:
+                    await self.blocking(set_extension, self.settings["extension_file"], row["server"],
+                                        self.sessions[row["server"]], deadline, manager.name)
+                app_log.info("fleet extend of %s by %s: until %s", row["server"], manager.name, until)
+            results.append({"server": row["server"], "result": "would extend" if dry_run else "extended",
+                            "reason": f"until {until}"})
+        one = len(self.wanted.server) == 1 and "/" in next(iter(self.wanted.server))
+        if one and len(results) == 1 and results[0]["result"] == "refused":
+            raise web.HTTPError(409, f"{results[0]['server']} cannot be extended: {results[0]['reason']}")
+        return results
+
+
+class NotifyHandler(BulkHandler):
+    """Show ``message`` to the users of the servers a filter picks, on their hub pages, for
+    ``expires_minutes`` (default a day): see :mod:`multiplespawner.notices`."""
+
+    action = "notify"
+    fields = ("message", "expires_minutes")
+
+    def options(self, body):
+        message = body.get("message")
+        if not isinstance(message, str) or not message.strip() or len(message) > MAX_MESSAGE:
+            raise web.HTTPError(400, f"message must be a text of 1 to {MAX_MESSAGE} characters")
+        if any(ord(c) < 32 for c in message):
+            raise web.HTTPError(400, "message must be one line of text (no control characters)")
+        minutes = _minutes(body, "expires_minutes", 24 * 60)
+        self.need_file("notice_file", "notice file", 'c.JupyterHub.template_vars = {"announcement": NoticeBoard(PATH)}')
+        return {"message": message.strip(), "expires_minutes": minutes}
+
+    async def act(self, manager, rows, options, concurrency, dry_run):
+        servers = [r["server"] for r in rows]
+        if servers and not dry_run:
+            until = datetime.now(timezone.utc).timestamp() + 60 * options["expires_minutes"]
+            async with self.settings["file_lock"]:
+                await self.blocking(add_notice, self.settings["notice_file"], options["message"], servers,
+                                    manager.name, until)
+        result = "would notify" if dry_run else "notified"
+        return [{"server": s, "result": result, "reason": ""} for s in servers]
 
 
 _HOST = re.compile(r"[A-Za-z0-9._:\[\]-]{1,%d}" % MAX_HOST_LENGTH)  # whole string: fullmatch
@@ -258,7 +378,7 @@ class DrainHandler(HostsHandler):
         if not isinstance(stop, bool) or (stop and action == "undrain"):
             raise web.HTTPError(400, "stop must be true or false, and only a drain stops servers")
         self.drained()  # 409 without a usable drain file, before anything changes
-        async with self.settings["drain_lock"]:
+        async with self.settings["file_lock"]:
             drained = await self.blocking(set_drained, self.settings["drain_file"], host, manager.name,
                                           action == "drain")
         results = []
@@ -269,6 +389,53 @@ class DrainHandler(HostsHandler):
             "actor": manager.name, "action": action, "host": host, "stop": stop,
             "servers": [r["server"] for r in results], "results": results})
         self.finish({"host": host, "drained": drained, "results": results})
+
+
+class MachineBase(BaseHandler):
+    """The hub's machines: for hub admins and unfiltered managers only (a machine may belong
+    to any course)."""
+
+    def operator(self, what: str) -> Manager:
+        manager = self.manager()
+        if not manager.everything:
+            raise web.HTTPError(403, f"{manager.name} may not {what}: machines serve every course, so that needs "
+                                     f"admin:servers or the unfiltered {MANAGE_SCOPE}")
+        return manager
+
+    async def from_hub(self, call, *args):
+        try:
+            return await call(*args)
+        except (HubAPIError, OSError) as e:
+            app_log.error("The hub's machine API failed: %s", e)
+            raise web.HTTPError(502, f"the hub did not answer about its machines: {e} (is "
+                                     "c.JupyterHub.extra_handlers = multiplespawner.hub_api.HANDLERS set, and "
+                                     "custom:machines:manage in this service's role?)")
+
+
+
+class MachinesHandler(MachineBase):
+    """``GET api/machines``: the hub's provider machines and the server owning each."""
+
+    async def get(self):
+        self.operator("list machines")
+        self.finish(await self.from_hub(self.settings["hub"].machines))
+
+
+class ReapHandler(MachineBase):
+    """``POST api/machines/reap`` body ``{"dry_run": bool}``: the hub destroys the machines
+    no server owns (its own reaper), or only names them."""
+
+    async def post(self):
+        manager = self.operator("reap machines")
+        body = _json_body(self.request.body)
+        dry_run = body.get("dry_run", False)
+        if set(body) - {"dry_run"} or not isinstance(dry_run, bool):
+            raise web.HTTPError(400, 'the body must be {"dry_run": true|false}')
+        done = await self.from_hub(self.settings["hub"].reap, dry_run)
+        if not dry_run:
+            await self.blocking(self.settings["audit"].append, {
+                "actor": manager.name, "action": "reap", "reaped": done["reaped"], "problems": done["problems"]})
+        self.finish(done)
 
 
 class AuditHandler(BaseHandler):
@@ -282,6 +449,15 @@ class AuditHandler(BaseHandler):
             raise web.HTTPError(400, "limit must be from 1 to 10000")
         actor = None if manager.everything else manager.name
         self.finish({"audit": await self.blocking(self.settings["audit"].read, actor, limit)})
+
+
+def _minutes(body: dict, key: str, default) -> float:
+    """``body[key]``: a number of minutes above 0, at most a week (400 otherwise)."""
+    minutes = body.get(key, default)
+    if (not isinstance(minutes, (int, float)) or isinstance(minutes, bool) or minutes != minutes
+            or not 0 < minutes <= MAX_MINUTES):
+        raise web.HTTPError(400, f"{key} must be a number above 0 and at most {MAX_MINUTES}")
+    return minutes
 
 
 def _json_body(data: bytes) -> dict:
@@ -351,6 +527,20 @@ class FleetApp(ServiceApp):
         routes answer 409.""",
     ).tag(config=True)
 
+    extension_file = Unicode(
+        "",
+        help="""The hub's ``c.MultipleSpawner.extension_file`` (same path): ``extend`` writes
+        each server's new deadline there; the hub reads it when a session's deadline passes.
+        Empty: ``extend`` answers 409.""",
+    ).tag(config=True)
+
+    notice_file = Unicode(
+        "",
+        help="""The file of the hub's ``NoticeBoard`` (``c.JupyterHub.template_vars =
+        {"announcement": NoticeBoard(PATH)}``, same path): ``notify`` writes each notice there;
+        the hub shows it on the users' pages. Empty: ``notify`` answers 409.""",
+    ).tag(config=True)
+
     catalogue_check_interval = Float(
         2.0,
         help="At most how often (seconds) the catalogue files are checked for changes.",
@@ -370,9 +560,13 @@ class FleetApp(ServiceApp):
             [
                 (url_path_join(api, "servers"), ServersHandler),
                 (url_path_join(api, "servers/stop"), StopHandler),
+                (url_path_join(api, "servers/extend"), ExtendHandler),
+                (url_path_join(api, "servers/notify"), NotifyHandler),
                 (url_path_join(api, "audit"), AuditHandler),
                 (url_path_join(api, "hosts"), HostsHandler),
                 (url_path_join(api, "hosts/(drain|undrain)"), DrainHandler),
+                (url_path_join(api, "machines"), MachinesHandler),
+                (url_path_join(api, "machines/reap"), ReapHandler),
             ],
             catalogue=CatalogueSource(self.catalogue_paths, self.log, self.catalogue_check_interval, policy,
                                       locate_spawner_class),
@@ -381,7 +575,9 @@ class FleetApp(ServiceApp):
             executor=ThreadPoolExecutor(2, thread_name_prefix="fleet"),
             stop_concurrency=self.stop_concurrency,
             drain_file=self.drain_file,
-            drain_lock=asyncio.Lock(),
+            file_lock=asyncio.Lock(),
+            extension_file=self.extension_file,
+            notice_file=self.notice_file,
             stop_timeout=self.stop_timeout,
         )
 

@@ -2,13 +2,17 @@
 
     multiplespawner-servers list [--json] [FILTERS]
     multiplespawner-servers stop [--dry-run] [--yes] [--concurrency N] (FILTERS | --all)
+    multiplespawner-servers extend --minutes N [--dry-run] [--yes] (FILTERS | --all)
+    multiplespawner-servers notify MESSAGE [--expires MINUTES] [--dry-run] [--yes] (FILTERS | --all)
     multiplespawner-servers audit [--limit N]
     multiplespawner-servers hosts
     multiplespawner-servers drain HOST [--stop [--yes]]
     multiplespawner-servers undrain HOST
+    multiplespawner-servers machines [--json]
+    multiplespawner-servers reap [--dry-run] [--yes]
 
 FILTERS (each may be repeated; a server must match every kind given, any of its values):
---template, --provider, --group, --state running|pending|queued|stopping, --older-than 2h,
+--template, --provider, --group, --state running|pending|queued|stopping|failed, --older-than 2h,
 --idle-for 30m, --host (pool host or machine, id or address), --server user[/name].
 
 The service's URL comes from ``--url`` or ``$MULTIPLESPAWNER_FLEET_URL`` (e.g.
@@ -16,11 +20,17 @@ The service's URL comes from ``--url`` or ``$MULTIPLESPAWNER_FLEET_URL`` (e.g.
 from the command line): the service decides with the token's JupyterHub scopes what it may
 see and stop. ``stop`` shows the servers and asks before stopping them unless ``--yes``; it
 then stops exactly those it showed (none started since) and prints one result per server.
+``extend`` works the same way and adds ``--minutes`` to running servers' sessions, each within
+its template's maximum session length (a server it would pass is ``refused`` with the reason);
+``notify`` shows MESSAGE to those servers' users on their hub pages until it expires.
 ``drain HOST`` (a bare-metal pool host, ``address`` or ``address:port``) makes it take no new
 servers, until ``undrain HOST``; with ``--stop`` its servers are stopped too (after a question
-unless ``--yes``). ``hosts`` lists the drained hosts.
+unless ``--yes``). ``hosts`` lists the drained hosts. ``machines`` lists the hub's provider
+machines and the server owning each; ``reap`` has the hub destroy those no server owns (after
+showing them and a question unless ``--yes``).
 
-Exit status: 0 done, 1 refused or some server failed to stop, 2 usage or connection problem.
+Exit status: 0 done, 1 refused or some server failed to stop (or was refused an extension),
+2 usage or connection problem.
 Start-up stays light: this module imports only the standard library.
 """
 
@@ -35,7 +45,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 
-STATES = ("running", "pending", "queued", "stopping")
+STATES = ("running", "pending", "queued", "stopping", "failed")
 _FILTERS = ("template", "provider", "group", "state", "older_than", "idle_for", "host", "server")
 
 
@@ -124,30 +134,62 @@ def run(args, fleet: Fleet, out, answer=input) -> int:
         return 0
     if args.command in ("drain", "undrain"):
         return drain(args, fleet, out, answer)
+    if args.command == "machines":
+        inventory = fleet.call("GET", "machines")
+        if args.json:
+            json.dump(inventory, out, indent=2)
+            print(file=out)
+            return 0
+        for m in inventory["machines"]:
+            owner = m["owner"] or ("no server: reap removes it" if m["orphan"] else f"{m['labelled_for']} (starting)")
+            print(f"{m['provider']}  {m['id'][:12]}  {m['host']}:{m['port']}  {owner}", file=out)
+        for problem in inventory["problems"]:
+            print(f"problem: {problem}", file=out)
+        print(f"{len(inventory['machines'])} machines of hub {inventory['hub_id']}", file=out)
+        return 1 if inventory["problems"] else 0
+    if args.command == "reap":
+        return reap(args, fleet, out, answer)
     if args.command == "audit":
         for record in fleet.call("GET", f"audit?limit={args.limit}")["audit"]:
             print(json.dumps(record, sort_keys=True), file=out)
         return 0
-    request = {"filter": filters_of(args), "all": args.all, "concurrency": args.concurrency}
-    if args.concurrency is None:
+    return bulk(args, fleet, out, answer)
+
+
+#: per bulk verb: the request's own fields, the past participle, the question's verb
+_BULK = {"stop": ((), "stopped", "Stop"), "extend": (("minutes",), "extended", "Extend"),
+         "notify": (("message", "expires_minutes"), "notified", "Notify the users of")}
+
+
+def bulk(args, fleet: Fleet, out, answer) -> int:
+    """``stop`` or ``extend``: ask the service which servers the filters pick (a dry run),
+    show them and ask unless ``--yes``, then act on exactly those (``only``)."""
+    fields, done_word, verb = _BULK[args.command]
+    request = {"filter": filters_of(args), "all": args.all, "concurrency": getattr(args, "concurrency", None),
+               **{f: getattr(args, f) for f in fields}}
+    if request["concurrency"] is None:
         del request["concurrency"]
-    shown = fleet.call("POST", "servers/stop", {**request, "dry_run": True})["results"]
-    if args.dry_run or not shown:
+    path = f"servers/{args.command}"
+    shown = fleet.call("POST", path, {**request, "dry_run": True})["results"]
+    acting = [r for r in shown if r["result"] != "refused"]
+    if args.dry_run or not acting:
         for r in shown:
-            print(f"{r['server']}: would stop", file=out)
-        print(f"{len(shown)} server{'s' if len(shown) != 1 else ''} would be stopped", file=out)
-        return 0
+            print(f"{r['server']}: {r['result']}" + (f" ({r['reason']})" if r["reason"] else ""), file=out)
+        print(f"{len(acting)} server{'s' if len(acting) != 1 else ''} would be {done_word}", file=out)
+        return 1 if len(acting) < len(shown) else 0
     if not args.yes:
         for r in shown:
-            print(f"  {r['server']}", file=out)
-        if not _confirmed(answer, f"Stop these {len(shown)} servers? [y/N] "):
-            print("nothing stopped", file=out)
+            print(f"  {r['server']}" + (f" ({r['result']}: {r['reason']})" if r["result"] == "refused" else ""),
+                  file=out)
+        if not _confirmed(answer, f"{verb} these {len(acting)} servers? [y/N] "):
+            print(f"nothing {done_word}", file=out)
             return 1
-    done = fleet.call("POST", "servers/stop", {**request, "only": [r["server"] for r in shown]})
+    done = fleet.call("POST", path, {**request, "only": [r["server"] for r in shown]})
     for r in done["results"]:
         print(f"{r['server']}: {r['result']}" + (f" ({r['reason']})" if r["reason"] else ""), file=out)
-    print(", ".join(f"{n} {result}" for result, n in sorted(done["counts"].items())) or "nothing to stop", file=out)
-    return 1 if done["counts"].get("failed") else 0
+    print(", ".join(f"{n} {result}" for result, n in sorted(done["counts"].items())) or f"nothing {done_word}",
+          file=out)
+    return 1 if done["counts"].get("failed") or done["counts"].get("refused") else 0
 
 
 def drain(args, fleet: Fleet, out, answer) -> int:
@@ -166,6 +208,26 @@ def drain(args, fleet: Fleet, out, answer) -> int:
     state = "drained" if args.host in done["drained"] else "takes servers"
     print(f"{args.host}: {state}", file=out)
     return 1 if any(r["result"] == "failed" for r in done["results"]) else 0
+
+
+def reap(args, fleet: Fleet, out, answer) -> int:
+    """``reap``: name the machines no server owns (a dry run), ask unless ``--yes``, reap."""
+    orphans = fleet.call("POST", "machines/reap", {"dry_run": True})
+    for m in orphans["reaped"]:
+        print(f"  {m['provider']} {m['id'][:12]} (labelled for {m['labelled_for']})", file=out)
+    if args.dry_run or not orphans["reaped"]:
+        print(f"{len(orphans['reaped'])} machines would be reaped", file=out)
+        return 0
+    if not args.yes and not _confirmed(answer, f"Destroy these {len(orphans['reaped'])} machines? [y/N] "):
+        print("nothing reaped", file=out)
+        return 1
+    done = fleet.call("POST", "machines/reap", {"dry_run": False})
+    for m in done["reaped"]:
+        print(f"{m['provider']} {m['id'][:12]}: reaped", file=out)
+    for problem in done["problems"]:
+        print(f"problem: {problem}", file=out)
+    print(f"{len(done['reaped'])} reaped", file=out)
+    return 1 if done["problems"] else 0
 
 
 def _confirmed(answer, question: str) -> bool:
@@ -205,6 +267,24 @@ def parser() -> argparse.ArgumentParser:
     stop.add_argument("--dry-run", action="store_true", help="show what would be stopped; stop nothing")
     stop.add_argument("--yes", action="store_true", help="do not ask before stopping")
     stop.add_argument("--concurrency", type=int, help="servers stopped at once (at most the service's limit)")
+    extend = with_filters(sub.add_parser("extend", help="add session time to the running servers the filters pick"))
+    extend.add_argument("--minutes", type=float, required=True,
+                        help="minutes added to each session (within its template's maximum session length)")
+    extend.add_argument("--all", action="store_true", help="every server you may manage (no filter needed)")
+    extend.add_argument("--dry-run", action="store_true", help="show the new deadlines; change nothing")
+    extend.add_argument("--yes", action="store_true", help="do not ask first")
+    sub.add_parser("machines", help="the hub's provider machines and the server owning each").add_argument(
+        "--json", action="store_true", help="every field, as JSON")
+    reap_ = sub.add_parser("reap", help="destroy the provider machines no server owns (the hub's own reaper)")
+    reap_.add_argument("--dry-run", action="store_true", help="show what would be destroyed; destroy nothing")
+    reap_.add_argument("--yes", action="store_true", help="do not ask first")
+    notify = with_filters(sub.add_parser("notify", help="show a message to the users of the servers the filters pick"))
+    notify.add_argument("message", help='e.g. "The lab closes at 17:00: save your work"')
+    notify.add_argument("--expires", dest="expires_minutes", type=float, default=24 * 60, metavar="MINUTES",
+                        help="how long the users see it (default a day)")
+    notify.add_argument("--all", action="store_true", help="the users of every server you may manage")
+    notify.add_argument("--dry-run", action="store_true", help="show whom it would reach; notify nobody")
+    notify.add_argument("--yes", action="store_true", help="do not ask first")
     sub.add_parser("hosts", help="list the drained pool hosts")
     drain_ = sub.add_parser("drain", help="a bare-metal pool host takes no new servers")
     drain_.add_argument("host", help="ADDRESS or ADDRESS:PORT of the pool host")
@@ -219,8 +299,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "stop" and not args.all and not filters_of(args):
-        print("error: give a filter, or --all to stop every server you may manage", file=sys.stderr)
+    if args.command in _BULK and not args.all and not filters_of(args):
+        print(f"error: give a filter, or --all to {args.command} every server you may manage", file=sys.stderr)
         return 2
     if not args.url:
         print("error: give --url or set MULTIPLESPAWNER_FLEET_URL to the fleet service", file=sys.stderr)

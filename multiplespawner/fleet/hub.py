@@ -2,7 +2,8 @@
 
 The service's own token (``$JUPYTERHUB_API_TOKEN``, given by the hub to a managed service)
 needs only ``list:users``, ``read:users:groups``, ``read:servers``, ``admin:server_state``
-(spawner state: template, provider, machine) and ``delete:servers`` (docs/fleet.md).
+(spawner state: template, provider, machine), ``delete:servers`` and, for the machine
+inventory and reaping, ``custom:machines:manage`` (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ class HubClient:
             return e.code, _message(e.response)
         return response.code, json.loads(response.body) if response.body else None
 
-    async def active_users(self) -> list[dict]:
+    async def active_users(self, include_stopped: bool = False) -> list[dict]:
         """Every user with an active (running, starting or stopping) server, their servers'
-        models with state, all pages."""
+        models with state, all pages. ``include_stopped``: every user, with their stopped
+        servers too (``"stopped": true``; the hub keeps their last state)."""
         users, offset = [], 0
         while True:
-            query = urlencode({"state": "active", "offset": offset, "limit": self.page_size})
+            wanted = {"include_stopped_servers": 1} if include_stopped else {"state": "active"}
+            query = urlencode({**wanted, "offset": offset, "limit": self.page_size})
             status, page = await self._call("GET", f"/users?{query}", accept=_PAGINATED)
             if status != 200:
                 raise HubAPIError(f"the hub refused to list users ({status}): {page}")
@@ -80,6 +83,21 @@ class HubClient:
         if status == 404:
             return "already gone", ""
         return "failed", f"the hub answered {status}: {message}"
+
+    async def machines(self) -> dict:
+        """The hub's machine inventory (``GET /hub/api/multiplespawner/machines``, see
+        :mod:`multiplespawner.hub_api`)."""
+        return await self._expect(200, "GET", "/multiplespawner/machines")
+
+    async def reap(self, dry_run: bool) -> dict:
+        """Ask the hub to reap the machines no server owns (``dry_run``: only name them)."""
+        return await self._expect(200, "POST", "/multiplespawner/machines/reap", {"dry_run": dry_run})
+
+    async def _expect(self, status: int, method: str, path: str, body=None):
+        code, answer = await self._call(method, path, body=body)
+        if code != status:
+            raise HubAPIError(f"the hub answered {code}: {answer}")
+        return answer
 
     async def wait_gone(self, servers: set[str], timeout: float) -> set[str]:
         """Wait (at most ``timeout`` seconds) until none of ``servers`` is active; one listing

@@ -16,8 +16,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from ..extensions import extended_deadline
+
 #: the values of a row's ``state`` (and of the ``state`` filter)
-STATES = ("running", "pending", "queued", "stopping")
+STATES = ("running", "pending", "queued", "stopping", "failed")
 
 #: the filter keys the REST API and the CLI accept; each may be given several times (OR)
 FILTER_KEYS = ("template", "provider", "group", "state", "older_than", "idle_for", "host", "server")
@@ -148,8 +150,11 @@ def parse_filter(values: dict) -> ServerFilter:
 
 def server_state(server: dict, record: dict) -> str:
     """``running``, ``pending`` (a spawn under way), ``queued`` (a spawn waiting in its
-    template's line: MultipleSpawner's record says so) or ``stopping``, from the hub's server
-    model and the spawner's record."""
+    template's line: MultipleSpawner's record says so), ``stopping`` or ``failed`` (a stopped
+    server, listed only if its last start failed), from the hub's server model and the
+    spawner's record."""
+    if server.get("stopped"):
+        return "failed"
     if server.get("pending") == "stop":
         return "stopping"
     if server.get("pending") or not server.get("ready"):
@@ -172,26 +177,56 @@ def _machine(state: dict) -> dict | None:
     }
 
 
-def server_rows(users: list[dict], templates: dict, now: datetime) -> list[dict]:
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _unix(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def session_deadlines(users: list[dict]) -> dict[str, float]:
+    """``user/name`` -> the deadline its spawner state records (Unix time, as stored: the
+    session's id in the extension file), for the servers that have one."""
+    sessions = {}
+    for user in users:
+        for name, server in (user.get("servers") or {}).items():
+            state = server.get("state") if isinstance(server.get("state"), dict) else {}
+            record = state.get("multiple") if isinstance(state.get("multiple"), dict) else {}
+            if _unix(record.get("deadline")) is not None:
+                sessions[f"{user['name']}/{name}"] = record["deadline"]
+    return sessions
+
+
+def server_rows(users: list[dict], templates: dict, now: datetime, extensions: dict | None = None) -> list[dict]:
     """One row per server of ``users`` (hub user models with ``servers`` and their ``state``).
 
-    ``templates`` maps a template name to ``{"resource_type", "tags"}`` from the catalogue in
-    force (a template since removed from it keeps its name, with no tags). Rows are sorted by
-    user and server name.
+    ``templates`` maps a template name to ``{"resource_type", "tags", "max_lifetime_minutes"}``
+    from the catalogue in force (a template since removed from it keeps its name, with no
+    tags). ``extensions`` is the extension file's content (:mod:`multiplespawner.extensions`):
+    a row's ``deadline`` is its session's, extended. Rows are sorted by user and server name.
     """
     rows = []
     for user in users:
         for name, server in sorted((user.get("servers") or {}).items()):
             state = server.get("state") if isinstance(server.get("state"), dict) else {}
+            failure = state.get("last_failure") if isinstance(state.get("last_failure"), dict) else None
+            if server.get("stopped") and not failure:
+                continue  # a stopped server (listed with include_stopped_servers) that did not fail
             record = state.get("multiple") if isinstance(state.get("multiple"), dict) else {}
             options = record.get("options") if isinstance(record.get("options"), dict) else {}
-            template = record.get("template")
+            if failure and not record:  # the hub cleared the state after the failure; the failure names both
+                options = {"provider": failure.get("provider")}
+            template = record.get("template") or (failure or {}).get("template")
             known = templates.get(template, {})
             source = record.get("machine_source") if isinstance(record.get("machine_source"), dict) else {}
             resource_type = known.get("resource_type") or (source.get("template_spec") or {}).get("resource_type")
-            deadline = record.get("deadline")
-            deadline_at = (datetime.fromtimestamp(deadline, timezone.utc)
-                           if isinstance(deadline, (int, float)) and not isinstance(deadline, bool) else None)
+            session = _unix(record.get("deadline"))
+            deadline = extended_deadline(extensions or {}, f"{user['name']}/{name}", session) or session
+            deadline_at = datetime.fromtimestamp(deadline, timezone.utc) if deadline else None
+            most, minutes = known.get("max_lifetime_minutes"), _unix(record.get("lifetime_minutes"))
+            latest = (datetime.fromtimestamp(session + 60 * (most - minutes), timezone.utc)
+                      if session and most and minutes else None)
             rows.append({
                 "server": f"{user['name']}/{name}",
                 "user": user["name"],
@@ -208,8 +243,28 @@ def server_rows(users: list[dict], templates: dict, now: datetime) -> list[dict]
                 "pending": server.get("pending"),
                 "started": server.get("started"),
                 "last_activity": server.get("last_activity"),
-                "deadline": deadline_at.isoformat().replace("+00:00", "Z") if deadline_at else None,
+                "deadline": _iso(deadline_at),
+                "latest_deadline": _iso(latest),
+                "failure": {"time": failure.get("time"), "message": failure.get("message")} if failure else None,
                 "lifetime_left_seconds": max(0, round((deadline_at - now).total_seconds())) if deadline_at else None,
             })
     rows.sort(key=lambda r: (r["user"], r["name"]))
     return rows
+
+
+def plan_extension(row: dict, minutes: float) -> tuple[float | None, str]:
+    """``(new deadline as Unix time, "")`` for ``minutes`` more of ``row``'s session, or
+    ``(None, why not)``: the server is not running, its template sets no session lifetime, or
+    the new deadline would pass the template's maximum session length (``latest_deadline``)."""
+    if row["state"] != "running":
+        return None, f"it is {row['state']}, not running"
+    deadline, latest = parse_time(row["deadline"]), parse_time(row["latest_deadline"])
+    if deadline is None:
+        return None, "its template sets no session lifetime: it runs until stopped"
+    wanted = deadline + timedelta(minutes=minutes)
+    if latest is None or wanted > latest + timedelta(seconds=1):
+        room = max(0, int((latest - deadline).total_seconds() // 60)) if latest else 0
+        return None, (f"{minutes:g} more minutes would end it at {_iso(wanted)[:19]}Z, after its template's "
+                      f"maximum session length ({_iso(latest)[:19] + 'Z' if latest else 'none known'}); "
+                      f"at most {room} more minutes")
+    return wanted.timestamp(), ""

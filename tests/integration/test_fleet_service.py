@@ -9,8 +9,10 @@ and the two bulk stops (the manager's course, then the admin's rest) on the real
 and in the audit file. Tests run in file order: the stops come last.
 """
 
+import asyncio
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -20,26 +22,29 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from multiplespawner.fleet.servers import parse_time
+from tests.fixtures.editor import hub_session
 from tests.fixtures.fleet import CLI, alive, hub_config, pid_of, write_catalogue
 from tests.fixtures.hub import Hub
 from tests.fixtures.net import free_port
 from tests.fixtures.procs import wait_until
 from tests.fixtures.sshd import make_client_key
 
+HUB_ID = f"fleet-test-{secrets.token_hex(4)}"
 #: user, server name, template, provider
 SERVERS = [("alice", "", "course-a-lab", "local"), ("bob", "extra", "course-a-lab", "local"),
            ("carol", "", "course-b-lab", "second"), ("dave", "", "course-b-lab", "local")]
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory, stalled_image):
     folder = tmp_path_factory.mktemp("fleet")
     folder.chmod(0o755)
     key_path, public = make_client_key(folder)
     # a pool host nobody listens on: the tests need its claims, never a notebook on it
     pool_host = {"address": "127.0.0.1", "port": free_port(), "host_key": public}
-    catalogue = write_catalogue(folder, pool_host, key_path)
-    hub = Hub(hub_config(catalogue))
+    catalogue = write_catalogue(folder, pool_host, key_path, machine_image=stalled_image)
+    hub = Hub(hub_config(catalogue, hub_id=HUB_ID))
     try:
         hub.start()
         for name, groups in (("boss", []), ("ta", ["course-a-tas"]), ("nobody", []),
@@ -204,6 +209,160 @@ def test_an_admin_lists_as_json_and_stops_the_rest(fleet):
     assert r.json()["counts"] == {"already gone": 1}
 
 
+def test_notify_shows_the_message_on_the_users_pages_escaped(fleet):
+    hub, base, tokens, _ = fleet
+    hub.spawn("erin", "", {"template": "course-a-lab"})
+    hub.spawn("frank", "", {"template": "course-b-lab"})
+    try:
+        message = "The lab closes at 17:00: <b>save</b> your work"
+        out = cli(base, tokens["ta"], "notify", message, "--all", "--dry-run")
+        assert out.returncode == 0 and "erin/: would notify" in out.stdout and "frank" not in out.stdout, out.stdout
+        out = cli(base, tokens["ta"], "notify", message, "--server", "frank/", "--yes")
+        assert out.returncode == 1 and "403" in out.stderr and "frank" in out.stderr
+        for body, words in (({"all": True, "message": ""}, "message"), ({"all": True, "message": "a\nb"}, "one line"),
+                            ({"all": True, "message": "x" * 501}, "500"),
+                            ({"all": True, "message": "hi", "expires_minutes": -1}, "expires_minutes")):
+            r = call(base, tokens["ta"], "POST", "servers/notify", json=body)
+            assert r.status_code == 400 and words in r.json()["message"], r.text
+        out = cli(base, tokens["ta"], "notify", message, "--template", "course-a-lab", "--yes")
+        assert out.returncode == 0 and "erin/: notified" in out.stdout, out.stdout + out.stderr
+
+        shown = "The lab closes at 17:00: &lt;b&gt;save&lt;/b&gt; your work"
+        erin, frank = hub_session(hub, "erin"), hub_session(hub, "frank")
+        home = lambda session: session.get(f"{hub.url}/hub/home", timeout=30).text  # noqa: E731
+        wait_until(lambda: shown in home(erin), timeout=30, message="the notice on erin's home page")
+        assert "<b>save</b>" not in home(erin) and shown not in home(frank)
+        (record, *_) = call(base, tokens["boss"], "GET", "audit").json()["audit"]
+        assert (record["actor"], record["action"], record["message"], record["servers"]) == (
+            "ta", "notify", message, ["erin/"])
+    finally:
+        assert cli(base, tokens["boss"], "stop", "--server", "erin/", "--server", "frank/", "--yes").returncode == 0
+
+
+def test_a_server_whose_start_failed_is_listed_failed_with_the_reason(fleet):
+    hub, base, tokens, _ = fleet
+    r = hub.api("POST", "/users/erin/servers/broken", json={"template": "course-a-broken"})
+    if r.status_code != 500:  # the failure came after the hub's slow_spawn_timeout
+        wait_until(lambda: hub.server_model("erin", "broken") is None, timeout=60, message="failed start cleaned up")
+    rows = call(base, tokens["ta"], "GET", "servers", params={"state": "failed"}).json()["servers"]
+    assert [(r["server"], r["state"], r["template"]) for r in rows] == [("erin/broken", "failed", "course-a-broken")]
+    assert "/nonexistent/notebook" in rows[0]["failure"]["message"] and rows[0]["failure"]["time"], rows
+    out = cli(base, tokens["ta"], "list")
+    assert out.returncode == 0 and "erin/broken" in out.stdout and "failed" in out.stdout, out.stdout
+    assert names(call(base, tokens["ta"], "GET", "servers", params={"state": "running"})) == []
+
+
+def test_a_session_extended_outlives_its_deadline_and_one_past_the_maximum_is_refused(fleet):
+    """course-a-short: 6 s sessions, at most 15 s. Extended by 6 s, the server outlives its
+    own deadline (and the expiry timer's grace), then ends at the new one."""
+    hub, base, tokens, catalogue = fleet
+    hub.spawn("erin", "", {"template": "course-a-short"})
+    pid = pid_of(hub, "erin", "")
+    out = cli(base, tokens["ta"], "extend", "--server", "erin/", "--minutes", "0.1", "--yes")
+    assert out.returncode == 0 and "erin/: extended (until" in out.stdout, out.stdout + out.stderr
+    (row,) = call(base, tokens["ta"], "GET", "servers", params={"server": "erin/"}).json()["servers"]
+    own = hub.server_model("erin")["state"]["multiple"]["deadline"]
+    assert parse_time(row["deadline"]).timestamp() - own == pytest.approx(6, abs=0.01)
+    assert parse_time(row["latest_deadline"]).timestamp() - own == pytest.approx(9, abs=0.01)
+
+    r = call(base, tokens["ta"], "POST", "servers/extend", json={"filter": {"server": "erin/"}, "minutes": 1})
+    assert r.status_code == 409 and "maximum session length" in r.json()["message"], r.text
+    r = call(base, tokens["ta"], "POST", "servers/extend", json={"filter": {"server": "erin/"}, "minutes": "9"})
+    assert r.status_code == 400 and "minutes" in r.json()["message"], r.text
+    out = cli(base, tokens["ta"], "extend", "--template", "course-b-lab", "--minutes", "1", "--yes")
+    assert out.returncode == 1 and "403" in out.stderr and "course-b-lab" in out.stderr
+    out = cli(base, tokens["boss"], "extend", "--all", "--minutes", "1", "--yes")  # bulk: a result per server
+    assert out.returncode == 1 and "erin/: refused" in out.stdout and "at most 0 more minutes" in out.stdout
+    assert "0 servers would be extended" in out.stdout  # all refused: nothing sent, nothing recorded
+
+    time.sleep(max(0.0, own + 2 + 2 - time.time()))  # past the own deadline and the 2 s grace
+    assert alive(pid) and hub.server_model("erin")["ready"]
+    wait_until(lambda: hub.server_model("erin") is None, timeout=60, message="the extended session ended")
+    assert time.time() >= own + 6 and not alive(pid)
+    assert "Session of erin extended until" in hub.log_text()
+    (record, *_) = call(base, tokens["boss"], "GET", "audit").json()["audit"]
+    assert (record["actor"], record["action"], record["minutes"], record["servers"], record["results"][0]["result"]) == (
+        "ta", "extend", 0.1, ["erin/"], "extended")
+
+
+def plant_orphan(image: str, folder) -> str:
+    """A container machine labelled for this hub and no server (as a hub that died between
+    creating a machine and storing it leaves one); its id."""
+    from multiplespawner.machines.credentials import CredentialStore
+    from multiplespawner.providers.base import MachineSpec, Resources
+    from multiplespawner.providers.docker import DockerProvider
+    from multiplespawner.providers.identity import HUB_LABEL
+
+    async def create():
+        store = CredentialStore(base_dir=str(folder))
+        creds = await store.create("orphan")
+        spec = MachineSpec(name=f"orphan-{secrets.token_hex(4)}", deployment={"image": image},
+                           resources=Resources(cpu=0.5, memory_mb=256), ssh_user="jhadmin",
+                           authorized_key=creds.client_public_key, host_key_private=creds.host_private_key,
+                           labels={HUB_LABEL: HUB_ID, "org.jupyterhub-multiplespawner.user": "ghost"})
+        machine = await DockerProvider().create(spec)
+        await store.remove(creds)
+        return machine.id
+
+    return asyncio.run(create())
+
+
+def test_machines_lists_owners_and_reap_removes_only_the_orphan(fleet, docker_engine, stalled_image, tmp_path):
+    """A real container machine being made for erin (its sshd never answers, so the spawn
+    stays in its wait step: a machine whose creation is under way is in no server's state yet)
+    and a planted orphan: ``machines`` tells them apart, ``reap`` removes the orphan only,
+    through the hub's own reaper."""
+    hub, base, tokens, catalogue = fleet
+    orphan = None
+    spawning = threading.Thread(target=hub.api, args=("POST", "/users/erin/server"),
+                                kwargs={"json": {"template": "course-b-vm"}, "timeout": 60})
+    spawning.start()
+    try:
+        erins = lambda: [c.id for c in docker_engine.containers.list(  # noqa: E731
+            all=True, filters={"label": [f"org.jupyterhub-multiplespawner.hub={HUB_ID}",
+                                         "org.jupyterhub-multiplespawner.user=erin"]})]
+        wait_until(lambda: len(erins()) == 1, timeout=120, message="erin's machine created")
+        (owned,) = erins()
+        (row,) = call(base, tokens["boss"], "GET", "servers", params={"provider": "docker"}).json()["servers"]
+        assert (row["server"], row["state"], row["resource_type"], row["template"]) == (
+            "erin/", "pending", "virtual_machine", "course-b-vm")
+        # planted after the hub's start-up reaper ran (before erin's machine was created)
+        orphan = plant_orphan(stalled_image, tmp_path)
+        out = cli(base, tokens["ta"], "machines")
+        assert out.returncode == 1 and "403" in out.stderr and "every course" in out.stderr
+        for method, path in (("GET", "machines"), ("POST", "machines/reap")):  # the hub's own API, directly
+            r = requests.request(method, f"{hub.api_url}/multiplespawner/{path}", json={"dry_run": False},
+                                 headers={"Authorization": f"token {tokens['ta']}"}, timeout=30)
+            assert r.status_code == 403 and "custom:machines:manage" in r.json()["message"], r.text
+        out = cli(base, tokens["boss"], "machines", "--json")
+        assert out.returncode == 0, out.stderr
+        machines = {m["id"]: m for m in json.loads(out.stdout)["machines"]}
+        assert set(machines) == {owned, orphan}
+        assert machines[orphan]["orphan"] and machines[orphan]["labelled_for"] == "ghost/?"
+        assert not machines[owned]["orphan"] and machines[owned]["labelled_for"] == "erin/"
+
+        out = cli(base, tokens["boss"], "reap", "--dry-run")
+        assert out.returncode == 0 and orphan[:12] in out.stdout and owned[:12] not in out.stdout, out.stdout
+        assert "1 machines would be reaped" in out.stdout and docker_engine.containers.get(orphan)
+        out = cli(base, tokens["boss"], "reap", "--yes")
+        assert out.returncode == 0 and f"docker {orphan[:12]}: reaped" in out.stdout, out.stdout + out.stderr
+        assert erins() == [owned] and orphan not in [c.id for c in docker_engine.containers.list(all=True)]
+        assert f"Reaping docker machine {orphan}" in hub.log_text()
+        r = call(base, tokens["boss"], "POST", "machines/reap", json={"dry_run": "no"})
+        assert r.status_code == 400 and "dry_run" in r.json()["message"]
+        (record, *_) = call(base, tokens["boss"], "GET", "audit").json()["audit"]
+        assert (record["action"], [m["id"] for m in record["reaped"]]) == ("reap", [orphan])
+    finally:
+        # the start request answers 202 after the hub's slow_spawn_timeout; a stop before that
+        # makes JupyterHub log the interrupted request's traceback
+        spawning.join(timeout=90)
+        hub.api("DELETE", "/users/erin/server", timeout=120)
+        for container in docker_engine.containers.list(all=True, filters={"id": orphan}) if orphan else []:
+            container.remove(force=True)
+    wait_until(lambda: hub.server_model("erin") is None and not erins(), timeout=120,
+               message="erin's spawn stopped and its machine removed")
+
+
 _texts = st.text(max_size=30) | st.sampled_from(["course-a-lab", "running", "1h", "0s", "alice/", "9" * 300, "evil\n"])
 _scalars = st.none() | st.booleans() | st.integers() | st.floats() | _texts
 _values = st.recursive(_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
@@ -212,7 +371,7 @@ _keys = st.sampled_from(["template", "provider", "group", "state", "older_than",
                          "filter", "all", "only", "concurrency", "stop", "limit"]) | st.text(max_size=10)
 _fleet_requests = st.tuples(
     st.sampled_from(["boss", "ta", "nobody"]),
-    st.sampled_from(["list", "stop", "undrain", "audit"]),
+    st.sampled_from(["list", "stop", "extend", "undrain", "audit"]),
     st.dictionaries(_keys, _values, max_size=4),  # a stop's body gets "dry_run": true: nothing is stopped
     st.lists(st.tuples(_keys, _texts), max_size=4),  # query arguments
     st.booleans(),  # send the body as JSON (else as raw text)
@@ -228,9 +387,9 @@ def test_fuzz_every_route_answers_4xx_with_a_message_never_5xx(fleet):
     def send(who, route, body, query, as_json):
         if route in ("list", "audit"):
             return call(base, tokens[who], "GET", "servers" if route == "list" else "audit", params=query)
-        if route == "stop":
+        if route in ("stop", "extend"):
             body = {**body, "dry_run": True}
-        path = "servers/stop" if route == "stop" else "hosts/undrain"
+        path = f"servers/{route}" if route in ("stop", "extend") else "hosts/undrain"
         return call(base, tokens[who], "POST", path, **({"json": body} if as_json else {"data": repr(body)}))
 
     @settings(derandomize=True, max_examples=120, deadline=None, database=None,

@@ -10,6 +10,8 @@ import pytest
 SUITE = ("multiplespawner", "cloudsshspawner", "headerauthenticator", "ldap_hooks")
 CATALOGUE_PART = {"multiplespawner", "multiplespawner.catalogue", "multiplespawner.classes",
                   "multiplespawner.legacy_format", "multiplespawner.metrics"}
+#: the small files the fleet service writes and the hub reads (standard library only)
+HUB_FILES = {"multiplespawner.drain", "multiplespawner.extensions", "multiplespawner.notices", "multiplespawner.json_file"}
 #: what the template editor's process must never load: spawning, SSH and Docker code
 EDITOR_NEVER = {"asyncssh", "docker", "dockerspawner", "multiplespawner.spawner",
                 "multiplespawner.machines", "cloudsshspawner"}
@@ -67,13 +69,14 @@ assert "container" in asyncio.run(source.get()).templates  # names dockerspawner
     pytest.param(EDITOR_AT_WORK, CATALOGUE_PART | {"multiplespawner.form", "multiplespawner.service",
                                                    "multiplespawner.editor.*"},
                  id="editor"),
-    pytest.param(FLEET_AT_WORK, CATALOGUE_PART | {"multiplespawner.service", "multiplespawner.drain",
-                                                  "multiplespawner.fleet.*"}, id="fleet"),
-    pytest.param("import multiplespawner.drain", {"multiplespawner", "multiplespawner.drain"}, id="drain"),
+    pytest.param(FLEET_AT_WORK, CATALOGUE_PART | HUB_FILES | {"multiplespawner.service", "multiplespawner.fleet.*"},
+                 id="fleet"),
+    pytest.param("import multiplespawner.drain, multiplespawner.extensions, multiplespawner.notices", HUB_FILES | {"multiplespawner"},
+                 id="hub-files"),
     pytest.param("import multiplespawner.fleet.cli", {"multiplespawner", "multiplespawner.fleet",
                                                       "multiplespawner.fleet.cli"}, id="fleet-cli"),
     pytest.param("import multiplespawner.machines",
-                 CATALOGUE_PART | {"multiplespawner.errors", "multiplespawner.shared_files", "multiplespawner.drain",
+                 CATALOGUE_PART | HUB_FILES | {"multiplespawner.errors", "multiplespawner.shared_files",
                                    "multiplespawner.machines.*",
                                    "multiplespawner.children.*",
                                    "multiplespawner.providers.*", "multiplespawner.configurers.*", "cloudsshspawner.*"},

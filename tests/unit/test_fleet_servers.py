@@ -1,12 +1,15 @@
 """The fleet service's rules without a hub: server rows from hub models, filters, permissions."""
 
+import time
 from datetime import datetime, timezone
 
 import pytest
 
 from multiplespawner.drain import is_drained, read_drained, set_drained
+from multiplespawner.extensions import extended_deadline, read_extensions, set_extension
 from multiplespawner.fleet.access import manager_from_scopes
-from multiplespawner.fleet.servers import FilterError, parse_duration, parse_filter, server_rows
+from multiplespawner.fleet.servers import FilterError, parse_duration, parse_filter, plan_extension, server_rows
+from multiplespawner.notices import add_notice, notices_html, read_notices
 
 NOW = datetime(2026, 5, 4, 12, 0, tzinfo=timezone.utc)
 TEMPLATES = {"lab": {"resource_type": "local", "tags": ["course-a"]},
@@ -132,3 +135,49 @@ def test_drain_file_round_trip_and_refusals(tmp_path):
         path.write_text(text)
         with pytest.raises(ValueError, match="drain file"):
             read_drained(path)  # a broken file is an error, never "nothing drained"
+
+
+def test_an_extension_moves_its_sessions_deadline_within_the_templates_maximum(tmp_path):
+    path = tmp_path / "extended.json"
+    own = NOW.timestamp() + 600
+    user = {"name": "ed", "groups": [], "servers": {"": server("lab", "local", "2026-05-04T11:00:00Z", None)}}
+    record = user["servers"][""]["state"]["multiple"]
+    record.update(deadline=own, lifetime_minutes=60)  # started 50 min ago, 60-min session
+    templates = {"lab": {"resource_type": "local", "tags": [], "max_lifetime_minutes": 120}}
+    (row,) = server_rows([user], templates, NOW, read_extensions(path))
+    assert row["latest_deadline"] == "2026-05-04T13:10:00Z" and row["lifetime_left_seconds"] == 600
+    assert plan_extension(row, 61)[0] is None and "at most 60 more minutes" in plan_extension(row, 61)[1]
+    new, _ = plan_extension(row, 60)
+    set_extension(path, "ed/", own, new, "boss")
+    set_extension(path, "old/", 1.0, 2.0, "boss")  # long past: dropped at the next write
+    set_extension(path, "ed/", own, new, "boss")
+    assert set(read_extensions(path)) == {"ed/"} and path.stat().st_mode & 0o077 == 0
+    (row,) = server_rows([user], templates, NOW, read_extensions(path))
+    assert row["lifetime_left_seconds"] == 600 + 3600 and plan_extension(row, 1)[0] is None
+    assert extended_deadline(read_extensions(path), "ed/", own + 1) is None  # another session: not extended
+    assert "not running" in plan_extension({**row, "state": "pending"}, 1)[1]
+    assert "no session lifetime" in plan_extension({**row, "deadline": None}, 1)[1]
+
+
+def test_a_stopped_server_is_listed_only_if_its_last_start_failed():
+    failed = {"pending": None, "ready": False, "started": None, "last_activity": None, "stopped": True,
+              "state": {"last_failure": {"time": "2026-05-04T11:00:00Z", "message": "The start step failed: boom",
+                                         "template": "lab", "provider": "local"}}}  # the hub cleared the rest
+    stopped = {**server("lab", "local", None, None, ready=False), "stopped": True}
+    users = [{"name": "fy", "groups": [], "servers": {"a": failed, "b": stopped}}]
+    (row,) = server_rows(users, TEMPLATES, NOW)
+    assert (row["server"], row["state"], row["template"], row["provider"], row["tags"], row["failure"]["message"]) == (
+        "fy/a", "failed", "lab", "local", ["course-a"], "The start step failed: boom")
+    assert parse_filter({"state": "failed"}).matches(row, NOW)
+
+
+def test_notices_reach_only_their_users_escaped_and_until_they_expire(tmp_path):
+    path, now = tmp_path / "notices.json", time.time()
+    add_notice(path, "Closes at <b>17:00</b>", ["al/", "al/x", "bo/"], "ta", now + 60)
+    add_notice(path, "old", ["al/"], "ta", now - 1)
+    add_notice(path, "new", ["cy/"], "ta", now + 60)  # the expired one is dropped here
+    notices = read_notices(path)
+    assert notices_html(notices, "al", now) == "Closes at &lt;b&gt;17:00&lt;/b&gt;"
+    assert notices_html(notices, "dy", now) == "" and notices_html(notices, "bo", now + 61) == ""
+    assert sorted(n["message"] for n in notices.values()) == ["Closes at <b>17:00</b>", "new"]
+    assert path.stat().st_mode & 0o077 == 0
