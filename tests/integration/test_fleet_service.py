@@ -364,7 +364,7 @@ def test_machines_lists_owners_and_reap_removes_only_the_orphan(fleet, docker_en
 
 
 _texts = st.text(max_size=30) | st.sampled_from(["course-a-lab", "running", "1h", "0s", "alice/", "9" * 300, "evil\n"])
-_scalars = st.none() | st.booleans() | st.integers() | st.floats() | _texts
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _texts
 _values = st.recursive(_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
                        max_leaves=12)
 _keys = st.sampled_from(["template", "provider", "group", "state", "older_than", "idle_for", "host", "server",
