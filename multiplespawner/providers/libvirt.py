@@ -526,7 +526,11 @@ def _domain_xml(spec: MachineSpec, machine: Machine, image: Path, directory: Pat
     # own (slirp) user networking with a host forward is passed through on its command line.
     # Those arguments come before libvirt's devices, so the NIC takes a PCI slot (30) that
     # libvirt's automatic addresses (from slot 2 up) do not reach.
-    netdev = f"user,id=msnet0,hostfwd=tcp:{machine.host}:{machine.port}-:22"
+    # The addresses are QEMU's defaults, written out because the image relies on them: it
+    # configures eth0 statically as 10.0.2.15/24 via 10.0.2.2 with DNS on 10.0.2.3 (no DHCP
+    # client at boot, see images/vm/guest/interfaces).
+    netdev = (f"user,id=msnet0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,"
+              f"hostfwd=tcp:{machine.host}:{machine.port}-10.0.2.15:22")
     if spec.deployment.get("restrict_network"):
         netdev += ",restrict=on"
     commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
