@@ -66,6 +66,11 @@ class Machine:
     ssh_user: str
     host_public_key: str  #: OpenSSH public key line the machine presents (pinned)
     labels: dict = field(default_factory=dict)
+    #: what the machine's image declares it has already prepared, as the image recorded it
+    #: when it was built (e.g. ``{"notebook_env": {"path": ..., "packages": [...], ...}}``, see
+    #: images/vm/build.py); a configurer compares it with what it would install and skips only
+    #: what matches. Empty: nothing is known, everything is configured.
+    prepared: dict = field(default_factory=dict)
 
     def to_state(self) -> dict:
         return asdict(self)

@@ -8,7 +8,10 @@ A libvirt deployment in the catalogue::
      "restrict_network": false}    # optional: true cuts the guest off from every network
 
 ``image`` is a directory made by ``images/vm`` (``disk.qcow2``, ``vmlinuz``, ``initrd.img``,
-``image.json``); it must be readable by the user libvirt runs QEMU as.
+``image.json``); it must be readable by the user libvirt runs QEMU as. The image's record of
+what its build prepared (``image.json``'s ``prepared``: the notebook environment's path, Python
+and exact package list) is handed to each machine as :attr:`Machine.prepared`, for the
+configurer to compare with what it would install (docs/configuring-machines.md).
 
 What :meth:`LibvirtProvider.create` makes for machine ``NAME``, and :meth:`destroy` removes:
 
@@ -276,7 +279,7 @@ class LibvirtProvider(Provider):
         port = _free_port(self.listen_host)
         machine = Machine(id=spec.name, provider=self.name, host=self.listen_host, port=port,
                           ssh_user=spec.ssh_user, host_public_key=host_key_public,
-                          labels=dict(spec.labels))
+                          labels=dict(spec.labels), prepared=_image_prepared(image))
         domain = None
         try:
             overlay = directory / "overlay.qcow2"
@@ -420,6 +423,19 @@ def _check_image(deployment: dict) -> Path:
         raise ProviderError(f"virtual machine image {path} is incomplete or missing "
                             f"({', '.join(missing)}); build it with `python -m images.vm build`")
     return path
+
+
+def _image_prepared(image: Path) -> dict:
+    """The image's record of what its build prepared (image.json ``prepared``; {} if none).
+
+    An image built before the record existed, or an unreadable record, gives {}: the configurer
+    then prepares everything, as for any plain machine.
+    """
+    try:
+        prepared = json.loads((image / _MANIFEST).read_text()).get("prepared")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return prepared if isinstance(prepared, dict) else {}
 
 
 def _check_resources(spec: MachineSpec) -> tuple[int, int]:
