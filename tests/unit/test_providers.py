@@ -227,3 +227,15 @@ def test_libvirt_domain_network_matches_the_images_static_address(tmp_path):
     assert netdev["host"] == stanza["gateway"]
     assert [netdev["dns"]] == nameservers
     assert netdev["hostfwd"] == f"tcp:127.0.0.1:2222-{guest.ip}:22"
+
+
+def test_a_machines_prepared_record_stays_out_of_state_and_identity():
+    """Machine.prepared is for the configure step right after create: spawner state does not
+    carry its package list, and a machine read back (or listed again) without it is the same."""
+    machine = Machine(id="jh-x", provider="libvirt", host="127.0.0.1", port=2222, ssh_user="hubadmin",
+                      host_public_key="ssh-ed25519 AAAA",
+                      prepared={"notebook_env": {"packages": ["jupyterhub==5.5.0"] * 100}})
+    state = machine.to_state()
+    assert "prepared" not in state and machine.prepared  # to_state does not change the machine
+    again = Machine.from_state(state)
+    assert again.prepared == {} and again == machine
