@@ -72,7 +72,7 @@ c.JupyterHub.log_level = "INFO"
 
 
 def plot(result: dict, path: Path) -> None:
-    fig, ax = new_figure("Libvirt VM (QEMU TCG): time to lab by phase, per spawn (seconds)")
+    fig, (ax,) = new_figure("Libvirt VM (QEMU TCG): time to lab by phase, per spawn (seconds)")
     for i, one in enumerate(result["runs"]):
         left = 0.0
         for j, phase in enumerate(PHASES):
