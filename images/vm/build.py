@@ -73,8 +73,20 @@ VM_RECIPE = {
         "interfaces": "etc/network/interfaces",
         "cloud.cfg": "etc/cloud/cloud.cfg.d/90-multiplespawner.cfg",
         "sshd.conf": "etc/ssh/sshd_config.d/multiplespawner.conf",
+        "resolv.conf": "etc/resolv.conf",
     },
+    # cloud-init's config and final stages (units masked): everything the seed asks for (user,
+    # keys, host key, host name, /etc/hosts, growing the disk) is done in its init stage; the
+    # later stages only start cloud-init's Python twice more, which under software emulation
+    # costs a minute of the guest's CPU while the configurer runs
+    "masked_units": ["cloud-config.service", "cloud-final.service"],
+    # image.json's "prepared" record (and the guest's copy, PREPARED_IN_GUEST) lists what the
+    # build prepared, so that a configurer can compare it with what it would install
+    "prepared_record": 1,
 }
+
+#: Where the guest keeps its copy of image.json's "prepared" record (root-owned, 0644).
+PREPARED_IN_GUEST = "etc/jupyterhub-multiplespawner/prepared.json"
 
 #: Names of the files in an image directory.
 DISK, KERNEL, INITRD, MANIFEST = "disk.qcow2", "vmlinuz", "initrd.img", "image.json"
@@ -163,8 +175,15 @@ def _build(out: Path, key: str, requirements: list[str], wheels: Path) -> None:
         _run(["chroot", rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends",
               *VM_RECIPE["packages"]], env=env)
         _run(["chroot", rootfs, "apt-get", "clean"], env=env)
-        _install_notebook_env(rootfs, key, requirements, wheels, env)
+        notebook_env = _install_notebook_env(rootfs, key, requirements, wheels, env)
     policy.unlink()
+    prepared = {"notebook_env": notebook_env}
+    record = rootfs / PREPARED_IN_GUEST
+    record.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    record.write_text(json.dumps(prepared, indent=2, sort_keys=True) + "\n")
+    record.chmod(0o644)
+    for unit in VM_RECIPE["masked_units"]:
+        (rootfs / "etc/systemd/system" / unit).symlink_to("/dev/null")
     for name, dest in VM_RECIPE["files"].items():
         path = rootfs / dest
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +194,6 @@ def _build(out: Path, key: str, requirements: list[str], wheels: Path) -> None:
                  rootfs / "var/lib/dbus/machine-id"]:
         path.unlink(missing_ok=True)
     (rootfs / "etc/machine-id").write_text("")
-    (rootfs / "etc/resolv.conf").write_text("")
     (rootfs / "etc/hostname").write_text("localhost\n")
     kernels = sorted(rootfs.glob("boot/vmlinuz-*"))
     initrds = sorted(rootfs.glob("boot/initrd.img-*"))
@@ -201,13 +219,23 @@ def _build(out: Path, key: str, requirements: list[str], wheels: Path) -> None:
         "packages": VM_RECIPE["packages"],
         "notebook_env": VM_RECIPE["notebook_env"],
         "notebook_packages": requirements,
+        "prepared": prepared,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _install_notebook_env(rootfs: Path, key: str, requirements: list[str], wheels: Path, env: dict) -> None:
-    """The notebook venv, made and filled in the chroot by the guest's Python, offline."""
-    check_wheel_python(wheels, python_version_of(["chroot", rootfs, "/usr/bin/python3"]))
+def _install_notebook_env(rootfs: Path, key: str, requirements: list[str], wheels: Path, env: dict) -> dict:
+    """The notebook venv, made and filled in the chroot by the guest's Python, offline.
+
+    Returns what was prepared, as the configurer compares it (see
+    ``multiplespawner/configurers/prepared.py``): the venv's ``path``, the ``python`` that made
+    it and that Python's exact ``python_version``, the ``requirements`` installed, the venv's
+    ``pip freeze --all`` lines (``packages``) and the ``singleuser_version`` that
+    ``jupyterhub-singleuser --version`` printed in the finished environment.
+    """
+    python = "/usr/bin/python3"
+    python_version = python_version_of(["chroot", rootfs, python])
+    check_wheel_python(wheels, python_version)
     venv = VM_RECIPE["notebook_env"]
     staged = rootfs / "tmp/notebook-wheels"
     shutil.copytree(wheels, staged, ignore=shutil.ignore_patterns(".complete"))
@@ -216,21 +244,37 @@ def _install_notebook_env(rootfs: Path, key: str, requirements: list[str], wheel
     try:
         # umask 022: the environment is root's, run by the notebook users
         _run(["chroot", rootfs, "/bin/sh", "-c",
-              f"umask 022 && /usr/bin/python3 -m venv {venv} && {venv}/bin/pip install -q "
+              f"umask 022 && {python} -m venv {venv} && {venv}/bin/pip install -q "
               "--no-cache-dir --no-index --find-links /tmp/notebook-wheels "
-              "-r /tmp/notebook-wheels/requirements.txt && "
-              f"{venv}/bin/jupyterhub-singleuser --version"], env=env)
+              "-r /tmp/notebook-wheels/requirements.txt"], env=env)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+    freeze = _run(["chroot", rootfs, f"{venv}/bin/python", "-m", "pip", "freeze", "--all"], env=env,
+                  stderr_apart=True)
+    singleuser = _run(["chroot", rootfs, f"{venv}/bin/jupyterhub-singleuser", "--version"], env=env,
+                      stderr_apart=True)
+    return {
+        "path": venv,
+        "python": python,
+        "python_version": python_version,
+        "requirements": list(requirements),
+        "packages": [line for line in freeze.splitlines() if line.strip()],
+        "singleuser_version": singleuser.strip().splitlines()[-1],
+    }
 
 
-def _run(argv, env=None) -> None:
-    """Run a build step; on failure raise with the tail of its output."""
+def _run(argv, env=None, stderr_apart: bool = False) -> str:
+    """Run a build step and return its output; on failure raise with the tail of it.
+
+    ``stderr_apart``: return only the standard output (a listing to parse, without warnings).
+    """
     result = subprocess.run([str(a) for a in argv], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE if stderr_apart else subprocess.STDOUT, text=True)
     if result.returncode != 0:
-        tail = "\n".join(result.stdout.splitlines()[-40:])
+        tail = "\n".join((result.stdout + (result.stderr or "")).splitlines()[-40:])
         raise RuntimeError(f"{Path(str(argv[0])).name} failed ({result.returncode}):\n{tail}")
+    return result.stdout
 
 
 @contextmanager

@@ -3,8 +3,12 @@
 Each :meth:`AnsibleConfigurer.configure` call:
 
 1. hashes what decides the outcome (machine address, admin account and pinned host key, every
-   file of the playbook directory, the variables, the wheel directory's listing) and returns at
-   once if that equals ``previous_hash``;
+   file of the playbook directory, the variables, the wheel directory's listing, the roles it
+   skips) and returns at once if that equals ``previous_hash``;
+   a machine whose image declares exactly the notebook environment this run would install
+   (:attr:`Machine.prepared`, compared fact by fact in :mod:`.prepared`) has the
+   ``notebook_env`` role skipped (``--skip-tags notebook_env``): only the personalisation runs
+   (notebook user and per-server key, sshd settings); any difference runs the whole playbook;
 2. makes a private run directory (0700) holding an inventory for the one host, a known_hosts
    file holding only the pinned host key, an empty ansible.cfg and, if ``wheel_dir`` is set, a
    tar of the wheels for the machine;
@@ -47,10 +51,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from ..shared_files import shared_path
 from .base import ConfigureResult, Configurer, ConfigurerError, report
+from .prepared import NOTEBOOK_ENV_ROLE, notebook_env_differences, role_defaults
 from .processes import kill_process_tree, process_start_time
 
 class _RunningPlaybook:
@@ -294,7 +299,8 @@ def wheel_listing(wheel_dir: Path) -> list[list]:
     return sorted([p.name, p.stat().st_size] for p in wheel_dir.glob("*.whl"))
 
 
-def config_hash(machine, playbooks_digest: str, variables: dict, wheels: list | None) -> str:
+def config_hash(machine, playbooks_digest: str, variables: dict, wheels: list | None,
+                skipped_roles: list | None = None) -> str:
     """The hash of everything that decides what a configure run does to a machine."""
     payload = {
         "host": machine.host,
@@ -305,6 +311,8 @@ def config_hash(machine, playbooks_digest: str, variables: dict, wheels: list | 
         "variables": variables,
         "wheels": wheels,
     }
+    if skipped_roles:  # absent when nothing is skipped: the hashes pool hosts keep stay valid
+        payload["skipped_roles"] = sorted(skipped_roles)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -359,6 +367,16 @@ class AnsibleConfigurer(Configurer):
         "",
         config=True,
         help="Package index the machine installs from when `wheel_dir` is empty (empty: PyPI).",
+    )
+
+    use_prepared_image = Bool(
+        True,
+        config=True,
+        help="""Skip the notebook_env role on a machine whose image declares exactly the notebook
+        environment this run would install (same path, same Python, every requirement in the
+        image's recorded `pip freeze`; see docs/configuring-machines.md). Only the
+        personalisation (notebook user, per-server key, sshd settings) runs then. False: every
+        machine is configured in full, whatever its image says.""",
     )
 
     remote_python = Unicode(
@@ -422,19 +440,30 @@ class AnsibleConfigurer(Configurer):
         extravars = self.playbook_variables(credentials, variables)
         wheel_dir = Path(self.wheel_dir) if self.wheel_dir else None
 
+        prepared = getattr(machine, "prepared", None) or {}
+        where = f"{machine.host}:{machine.port}"
+
         def _inputs():
             if not playbook_file.is_file():
                 raise ConfigurerError(f"playbook {playbook_file} does not exist")
-            if wheel_dir is None:
-                return tree_digest(root), None
-            if not wheel_dir.is_dir():
-                raise ConfigurerError(f"wheel directory {wheel_dir} does not exist")
-            extravars["notebook_env_wheel_python"] = wheel_python(wheel_dir)
-            return tree_digest(root), wheel_listing(wheel_dir)
+            wheels = None
+            if wheel_dir is not None:
+                if not wheel_dir.is_dir():
+                    raise ConfigurerError(f"wheel directory {wheel_dir} does not exist")
+                extravars["notebook_env_wheel_python"] = wheel_python(wheel_dir)
+                wheels = wheel_listing(wheel_dir)
+            differences = None
+            if prepared and self.use_prepared_image:
+                wanted = {**role_defaults(root, NOTEBOOK_ENV_ROLE), **extravars}
+                differences = notebook_env_differences(prepared, wanted)
+            return tree_digest(root), wheels, differences
 
-        playbooks_digest, wheels = await asyncio.to_thread(_inputs)
-        digest = config_hash(machine, playbooks_digest, extravars, wheels)
-        where = f"{machine.host}:{machine.port}"
+        playbooks_digest, wheels, differences = await asyncio.to_thread(_inputs)
+        skip_roles = [NOTEBOOK_ENV_ROLE] if differences == [] else []
+        if differences:
+            self.log.info("Machine %s: its image's notebook environment is not this run's (%s); "
+                          "configuring it in full", where, "; ".join(differences))
+        digest = config_hash(machine, playbooks_digest, extravars, wheels, skip_roles)
         if previous_hash and previous_hash == digest:
             self.log.info("Machine %s is already configured (hash %s); not running Ansible", where, digest[:12])
             await report(progress_callback, "already configured: nothing to do")
@@ -445,10 +474,19 @@ class AnsibleConfigurer(Configurer):
         control_dir = run_dir  # until its own directory exists
         try:
             control_dir = Path(tempfile.mkdtemp(prefix="ansible-cp-"))
-            await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials, wheel_dir, extravars)
-            self.log.info("Configuring %s with %s", where, playbook_file)
+            # the wheels are for the notebook_env role: no archive when it is skipped
+            await asyncio.to_thread(self._prepare_run_dir, run_dir, machine, credentials,
+                                    None if skip_roles else wheel_dir, extravars)
+            if skip_roles:
+                self.log.info("Configuring %s with %s; the image is prepared with this notebook "
+                              "environment: skipping %s", where, playbook_file, ", ".join(skip_roles))
+                await report(progress_callback, "the image is prepared with this notebook environment: "
+                                                "only the notebook user and sshd are configured")
+            else:
+                self.log.info("Configuring %s with %s", where, playbook_file)
             stats = await self._run(
-                run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback
+                run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback,
+                skip_roles,
             )
         finally:
             await self._stop_control_masters(control_dir)
@@ -459,6 +497,7 @@ class AnsibleConfigurer(Configurer):
         return ConfigureResult(
             config_hash=digest,
             changed=changed,
+            skipped_roles=skip_roles,
             stats={k: sum(v.values()) for k, v in stats.items() if isinstance(v, dict)},
         )
 
@@ -499,8 +538,11 @@ class AnsibleConfigurer(Configurer):
         )
         return env
 
-    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback) -> dict:
+    async def _run(self, run_dir, control_dir, root, playbook_file, machine, credentials, progress_callback,
+                   skip_tags=()) -> dict:
         """Run ansible-playbook in the thread pool, relaying task events; return its stats.
+
+        ``skip_tags``: tags whose tasks do not run (``--skip-tags``).
 
         On timeout or cancellation the run is stopped: the runner kills ansible-playbook's
         process group, and the worker processes Ansible forks into sessions of their own (which
@@ -526,7 +568,8 @@ class AnsibleConfigurer(Configurer):
                     inventory=build_inventory(
                         machine, credentials.client_key_path, run_dir / "known_hosts", self.remote_python
                     ),
-                    cmdline=f"-e @{run_dir / 'vars.yml'}",
+                    cmdline=f"-e @{run_dir / 'vars.yml'}"
+                            + (f" --skip-tags {','.join(skip_tags)}" if skip_tags else ""),
                     envvars=self._environment(run_dir, control_dir, root),
                     quiet=True,
                     suppress_env_files=True,

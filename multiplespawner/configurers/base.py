@@ -16,7 +16,10 @@ notebook user logs in, options from the template). It must:
   host, why) when the machine could not be prepared;
 * return a :class:`ConfigureResult` whose ``config_hash`` covers everything that decides the
   outcome (host, host key, playbooks, variables). Given that hash back as ``previous_hash``, it
-  skips the work: the machine is already configured that way.
+  skips the work: the machine is already configured that way;
+* skip a part of the work only when the machine's ``prepared`` record (what its image's build
+  prepared) states, fact by fact, exactly what that part would make, and name it in
+  ``ConfigureResult.skipped_roles``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class ConfigureResult:
     skipped: bool = False  #: True if ``previous_hash`` matched and nothing ran
     changed: int = 0  #: how many steps changed something on the machine
     stats: dict = field(default_factory=dict)  #: per-status step counts (ok, changed, ...)
+    #: parts of the configuration not run because the machine's image already holds them
+    skipped_roles: list = field(default_factory=list)
 
 
 async def report(progress_callback: ProgressCallback | None, message: str) -> None:

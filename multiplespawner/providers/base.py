@@ -66,9 +66,20 @@ class Machine:
     ssh_user: str
     host_public_key: str  #: OpenSSH public key line the machine presents (pinned)
     labels: dict = field(default_factory=dict)
+    #: what the machine's image declares it has already prepared, as the image recorded it
+    #: when it was built (e.g. ``{"notebook_env": {"path": ..., "packages": [...], ...}}``, see
+    #: images/vm/build.py); a configurer compares it with what it would install and skips only
+    #: what matches. Empty: nothing is known, everything is configured. Set by ``create``;
+    #: machines found again by ``list`` or read back from spawner state carry {} (they were
+    #: configured when they were made). Not part of a machine's identity (equality).
+    prepared: dict = field(default_factory=dict, compare=False)
 
     def to_state(self) -> dict:
-        return asdict(self)
+        """The machine for spawner state; without ``prepared`` (kilobytes of package list that
+        only the configure step right after ``create`` uses)."""
+        state = asdict(self)
+        del state["prepared"]
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "Machine":

@@ -8,7 +8,10 @@ A libvirt deployment in the catalogue::
      "restrict_network": false}    # optional: true cuts the guest off from every network
 
 ``image`` is a directory made by ``images/vm`` (``disk.qcow2``, ``vmlinuz``, ``initrd.img``,
-``image.json``); it must be readable by the user libvirt runs QEMU as.
+``image.json``); it must be readable by the user libvirt runs QEMU as. The image's record of
+what its build prepared (``image.json``'s ``prepared``: the notebook environment's path, Python
+and exact package list) is handed to each machine as :attr:`Machine.prepared`, for the
+configurer to compare with what it would install (docs/configuring-machines.md).
 
 What :meth:`LibvirtProvider.create` makes for machine ``NAME``, and :meth:`destroy` removes:
 
@@ -276,7 +279,7 @@ class LibvirtProvider(Provider):
         port = _free_port(self.listen_host)
         machine = Machine(id=spec.name, provider=self.name, host=self.listen_host, port=port,
                           ssh_user=spec.ssh_user, host_public_key=host_key_public,
-                          labels=dict(spec.labels))
+                          labels=dict(spec.labels), prepared=_image_prepared(image))
         domain = None
         try:
             overlay = directory / "overlay.qcow2"
@@ -422,6 +425,19 @@ def _check_image(deployment: dict) -> Path:
     return path
 
 
+def _image_prepared(image: Path) -> dict:
+    """The image's record of what its build prepared (image.json ``prepared``; {} if none).
+
+    An image built before the record existed, or an unreadable record, gives {}: the configurer
+    then prepares everything, as for any plain machine.
+    """
+    try:
+        prepared = json.loads((image / _MANIFEST).read_text()).get("prepared")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return prepared if isinstance(prepared, dict) else {}
+
+
 def _check_resources(spec: MachineSpec) -> tuple[int, int]:
     resources = spec.resources
     if resources.gpus:
@@ -526,7 +542,11 @@ def _domain_xml(spec: MachineSpec, machine: Machine, image: Path, directory: Pat
     # own (slirp) user networking with a host forward is passed through on its command line.
     # Those arguments come before libvirt's devices, so the NIC takes a PCI slot (30) that
     # libvirt's automatic addresses (from slot 2 up) do not reach.
-    netdev = f"user,id=msnet0,hostfwd=tcp:{machine.host}:{machine.port}-:22"
+    # The addresses are QEMU's defaults, written out because the image relies on them: it
+    # configures eth0 statically as 10.0.2.15/24 via 10.0.2.2 with DNS on 10.0.2.3 (no DHCP
+    # client at boot, see images/vm/guest/interfaces).
+    netdev = (f"user,id=msnet0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,"
+              f"hostfwd=tcp:{machine.host}:{machine.port}-10.0.2.15:22")
     if spec.deployment.get("restrict_network"):
         netdev += ",restrict=on"
     commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")

@@ -11,8 +11,9 @@ The chain runs on two kinds of machine (``machine`` fixture):
 
 * ``container``: a container of the prepared ssh-machine image (notebook environment baked in);
 * ``vm``: a libvirt virtual machine under QEMU software emulation, from the image of
-  ``images/vm`` (notebook environment baked in). One VM boots; every wait is longer, because the
-  guest boots, runs Ansible's modules and starts the notebook and its kernel emulated.
+  ``images/vm`` (notebook environment baked in and recorded in the image, so the configurer
+  runs only the personalisation). One VM boots; every wait is longer, because the guest boots,
+  runs Ansible's modules and starts the notebook and its kernel emulated.
 """
 
 import base64
@@ -125,6 +126,11 @@ c.Spawner.poll_interval = 5
     )
     screenshot(page, f"full-chain-{kind}-3-lab-cell", artifacts_dir)
     assert text == f"{name} True 42"
+
+    if kind == "vm":  # the image holds exactly this environment: only the personalisation ran
+        log = hub.log_text()
+        assert "the image is prepared with this notebook environment" in log
+        assert "TASK [List the packages in the notebook environment]" not in log
 
     model = hub.server_model(name)
     assert counter.machines() == [model["state"]["machine"]["machine"]["id"]]

@@ -150,6 +150,24 @@ async def test_login_with_the_per_server_key_and_pinned_host_key(vm):
         assert " ".join(keys.stdout.split()[2:4]) == machine.host_public_key
 
 
+async def test_the_machine_carries_the_images_prepared_record(vm, vm_image):
+    """Machine.prepared is the image's record of its notebook environment, and the guest holds
+    the same record and that Python (what the configurer's fast path relies on)."""
+    machine, client_key = vm.machine, vm.client_key
+    record = json.loads((vm_image / "image.json").read_text())["prepared"]
+    assert machine.prepared == record
+    env = record["notebook_env"]
+    assert env["path"] == "/opt/jupyterhub-notebook" and any(p.startswith("jupyterlab==") for p in env["packages"])
+    async with await _login(machine, client_key, machine.host_public_key) as conn:
+        result = await conn.run(
+            "cat /etc/jupyterhub-multiplespawner/prepared.json; echo; "
+            f"{env['python']} -c 'import platform; print(platform.python_version())'; "
+            f"test -x {env['path']}/bin/jupyterhub-singleuser && echo runnable", check=True)
+    guest_record, version, runnable = result.stdout.rsplit("\n", 3)[0], *result.stdout.split()[-2:]
+    assert json.loads(guest_record) == record
+    assert (version, runnable) == (env["python_version"], "runnable")
+
+
 async def test_cpus_memory_and_disk_match_the_spec(vm):
     machine, client_key, spec = vm.machine, vm.client_key, vm.spec
     async with await _login(machine, client_key, machine.host_public_key) as conn:

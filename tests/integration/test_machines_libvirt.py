@@ -7,7 +7,10 @@ stop) is ``tests/e2e/test_full_chain.py[vm]``. Here a spawn of a libvirt VM fail
 * wait: the domain runs, but sshd cannot answer within the 5 s ready_timeout (QEMU has barely
   started the kernel);
 * configure: the VM boots and Ansible runs, but the notebook environment's Python does not exist;
-* start: the VM is configured, but CloudSSHSpawner's command does not exist on it.
+  the image holds another environment (its own path and Python), so the configurer must not take
+  the prepared-image fast path: it runs the notebook_env role, which fails;
+* start: the VM is configured, but CloudSSHSpawner's command does not exist on it; the image holds
+  exactly the template's environment, so only the personalisation ran (notebook_env skipped).
 
 Each must leave zero domains labelled for the hub, zero files in the provider's storage
 directory, zero per-server keys and tunnels, and tell the user which step failed and why. The
@@ -59,6 +62,14 @@ c.MachineOrchestrator.ready_timeout = {ready_timeout}
         assert word in message, message
     left = mh.counter().wait_for_nothing_left()
     assert left == {}, f"left behind: {left}"
+    log = mh.hub.log_text()
     if phase != "create":  # the domain existed: its directory was made, then removed
-        assert "Machine jh-" in mh.hub.log_text() and "destroyed libvirt machine" in mh.hub.log_text()
+        assert "Machine jh-" in log and "destroyed libvirt machine" in log
+    # the prepared-image decision, both ways, on a real machine of the image
+    if phase == "configure":
+        assert "is not this run's" in log and "configuring it in full" in log
+        assert "the image is prepared" not in log
+    if phase == "start":
+        assert "the image is prepared with this notebook environment" in log
+        assert "TASK [Check that jupyterhub-singleuser runs]" not in log
     assert requests.get(f"{mh.hub.api_url}/", timeout=10).status_code == 200

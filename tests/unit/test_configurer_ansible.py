@@ -268,3 +268,96 @@ def test_vars_file_reads_back_as_the_same_values(tmp_path):
     loaded = AnsibleLoader(path.read_text()).get_single_data()
     assert loaded == variables
     assert "!unsafe" in path.read_text()
+
+
+# -- the prepared-image fast path: skip notebook_env only when the image holds exactly it ---------
+
+
+def _prepared(packages=None, **env):
+    """An image record as images/vm/build.py writes it, for the configurer's default packages."""
+    record = {
+        "path": "/opt/jupyterhub-notebook",
+        "python": "/usr/bin/python3",
+        "python_version": "3.11.2",
+        "packages": packages if packages is not None else [*mod.default_notebook_packages(), "pip==23.0.1"],
+        "singleuser_version": "5.5.0",
+    }
+    record.update(env)
+    return {"notebook_env": record}
+
+
+def _wanted(**variables):
+    from multiplespawner.configurers.prepared import role_defaults
+
+    root = AnsibleConfigurer()._playbook_root()
+    return {**role_defaults(root, "notebook_env"), "notebook_env_packages": mod.default_notebook_packages(),
+            **variables}
+
+
+@pytest.mark.parametrize(
+    "prepared, variables, difference",
+    [
+        (_prepared(), {}, None),
+        (_prepared(), {"notebook_env_wheel_python": "3.11.2"}, None),
+        (_prepared(path="/opt/other"), {}, "path is '/opt/other'"),
+        (_prepared(), {"notebook_env_path": "/opt/notebook"}, "wants '/opt/notebook'"),
+        (_prepared(python="/usr/local/bin/python3"), {}, "python is '/usr/local/bin/python3'"),
+        (_prepared(), {"notebook_env_wheel_python": "3.11.9"}, "wheels are for '3.11.9'"),
+        (_prepared(packages=["jupyterhub==0.0.1", "jupyterlab==0.0.1"]), {}, "not installed exactly"),
+        (_prepared(), {"notebook_env_packages": ["jupyterlab"]}, "not installed exactly in the image: jupyterlab"),
+        (_prepared(), {"notebook_env_packages": [*mod.default_notebook_packages(), "numpy==2.0.0"]},
+         "not installed exactly in the image: numpy==2.0.0"),
+        (_prepared(singleuser_version=""), {}, "jupyterhub-singleuser ran"),
+        ({}, {}, "records no prepared notebook environment"),
+        ({"notebook_env": "yes"}, {}, "records no prepared notebook environment"),
+        (_prepared(packages="jupyterhub"), {}, "package list"),
+    ],
+)
+def test_prepared_image_decision_compares_every_fact(prepared, variables, difference):
+    """[] (skip the role) only when path, Python, every exact requirement and the singleuser
+    check all match the image's record; otherwise the difference is named."""
+    from multiplespawner.configurers.prepared import notebook_env_differences
+
+    differences = notebook_env_differences(prepared, _wanted(**variables))
+    if difference is None:
+        assert differences == []
+    else:
+        assert differences and any(difference in d for d in differences), differences
+
+
+def test_shipped_playbook_tags_the_notebook_env_role():
+    """--skip-tags notebook_env must reach exactly that role, and its defaults are readable."""
+    import yaml
+
+    from multiplespawner.configurers.prepared import NOTEBOOK_ENV_ROLE, role_defaults
+
+    root = AnsibleConfigurer()._playbook_root()
+    (play,) = yaml.safe_load((root / "notebook-machine.yml").read_text())
+    tagged = [r["role"] for r in play["roles"] if NOTEBOOK_ENV_ROLE in r.get("tags", [])]
+    assert tagged == [NOTEBOOK_ENV_ROLE]
+    assert role_defaults(root, NOTEBOOK_ENV_ROLE)["notebook_env_path"] == "/opt/jupyterhub-notebook"
+
+
+@pytest.mark.parametrize("prepared, use_prepared_image, skipped", [
+    (_prepared(), True, ["notebook_env"]),
+    (_prepared(packages=["jupyterhub==0.0.1"]), True, []),  # another environment: configured in full
+    (_prepared(), False, []),  # the operator turned the fast path off
+    ({}, True, []),  # a plain machine
+])
+async def test_configure_skips_notebook_env_only_on_a_matching_image(machine, credentials, tmp_path, prepared,
+                                                                     use_prepared_image, skipped):
+    """The decision is part of the configuration hash: a run that skips the role has another hash
+    than one that does not, and the hash the run computes is the one with the decision taken."""
+    import dataclasses
+
+    configurer = AnsibleConfigurer(work_dir=str(tmp_path / "work"), use_prepared_image=use_prepared_image)
+    machine = dataclasses.replace(machine, prepared=prepared)
+    digest = mod.config_hash(machine, mod.tree_digest(configurer._playbook_root()),
+                             configurer.playbook_variables(credentials, {}), None, skipped)
+    other = mod.config_hash(machine, mod.tree_digest(configurer._playbook_root()),
+                            configurer.playbook_variables(credentials, {}), None,
+                            [] if skipped else ["notebook_env"])
+    assert digest != other
+    result = await configurer.configure(machine, credentials, {}, previous_hash=digest)
+    assert result.skipped and result.config_hash == digest
+    assert not (tmp_path / "work").exists()

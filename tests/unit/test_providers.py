@@ -7,7 +7,7 @@ from libcloud.compute.base import NodeSize
 from libcloud.compute.providers import get_driver
 
 from multiplespawner.providers import MachineSpec, Provider, ProviderError, Resources
-from multiplespawner.providers.base import LABEL_PREFIX
+from multiplespawner.providers.base import LABEL_PREFIX, Machine
 from multiplespawner.providers.docker import DockerProvider
 from multiplespawner.providers.identity import (
     HUB_LABEL, check_labels, cloud_init_user_data, internal_label, machine_labels, public_host_key, spec_labels,
@@ -191,3 +191,51 @@ def test_constructor_checks():
     assert DockerProvider(publish_address="127.0.0.5").publish_address == "127.0.0.5"
     with pytest.raises(ValueError, match="no compute driver"):
         LibcloudProvider(driver="no-such-cloud", key="k")
+
+
+# -- libvirt: the image's static network is the one the domain gets ------------------------------
+
+
+def test_libvirt_domain_network_matches_the_images_static_address(tmp_path):
+    """The VM image configures eth0 statically (no DHCP client at boot); the domain's user-mode
+    network must give the guest exactly that address, gateway and DNS forwarder."""
+    import ipaddress
+    import json
+    import xml.etree.ElementTree as ET
+
+    from images.vm.build import GUEST
+    from multiplespawner.providers.libvirt import QEMU_NS, _domain_xml
+
+    stanza = {}
+    for line in (GUEST / "interfaces").read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in ("address", "gateway"):
+            stanza[words[0]] = words[1]
+    guest = ipaddress.ip_interface(stanza["address"])
+    nameservers = [line.split()[1] for line in (GUEST / "resolv.conf").read_text().splitlines()
+                   if line.startswith("nameserver ")]
+
+    (tmp_path / "image.json").write_text(json.dumps({"cmdline": "root=/dev/vda"}))
+    spec = MachineSpec(name="jh-x", deployment={"image": str(tmp_path)}, resources=Resources(),
+                       ssh_user="hubadmin", authorized_key="", host_key_private="")
+    machine = Machine(id="jh-x", provider="libvirt", host="127.0.0.1", port=2222, ssh_user="hubadmin",
+                      host_public_key="ssh-ed25519 AAAA")
+    root = ET.fromstring(_domain_xml(spec, machine, tmp_path, tmp_path, 1, 512))
+    args = [a.get("value") for a in root.iter(f"{{{QEMU_NS}}}arg")]
+    netdev = dict(part.split("=", 1) for part in args[args.index("-netdev") + 1].split(",")[1:])
+    assert ipaddress.ip_network(netdev["net"]) == guest.network
+    assert netdev["host"] == stanza["gateway"]
+    assert [netdev["dns"]] == nameservers
+    assert netdev["hostfwd"] == f"tcp:127.0.0.1:2222-{guest.ip}:22"
+
+
+def test_a_machines_prepared_record_stays_out_of_state_and_identity():
+    """Machine.prepared is for the configure step right after create: spawner state does not
+    carry its package list, and a machine read back (or listed again) without it is the same."""
+    machine = Machine(id="jh-x", provider="libvirt", host="127.0.0.1", port=2222, ssh_user="hubadmin",
+                      host_public_key="ssh-ed25519 AAAA",
+                      prepared={"notebook_env": {"packages": ["jupyterhub==5.5.0"] * 100}})
+    state = machine.to_state()
+    assert "prepared" not in state and machine.prepared  # to_state does not change the machine
+    again = Machine.from_state(state)
+    assert again.prepared == {} and again == machine
