@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                              "(fleet's default)")
     parser.add_argument("--spawn-pacing", type=int, metavar="RATE",
                         help="course_rush: spawn requests nginx lets through per second, as "
-                             "examples/header-nginx/hub-spawn-pacing.conf does (default 10); 0: not paced")
+                             "examples/header-nginx/hub-spawn-pacing.conf does (default 5); 0: not paced")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))

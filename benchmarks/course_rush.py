@@ -12,7 +12,7 @@ server, as a Unix user of their own), half a container of the locally built note
 (DockerSpawner, the real ``jupyterhub-singleuser``).
 
 Both nginxes pace the spawn requests as ``examples/header-nginx/hub-spawn-pacing.conf`` does
-(``--spawn-pacing RATE`` per second, default 10; 0: not paced), so the two hubs differ only
+(``--spawn-pacing RATE`` per second, default 5; 0: not paced), so the two hubs differ only
 behind their front proxy.
 
 Two hubs, one after the other (never at once), each behind its own nginx with header login:
@@ -344,8 +344,8 @@ def pacing_directives(rate: int) -> tuple[str, str]:
     if not rate:
         return "", ""
     snippet = PACING_SNIPPET.read_text()
-    assert "rate=10r/s" in snippet
-    return snippet.replace("rate=10r/s", f"rate={rate}r/s"), "limit_req zone=hub_spawns burst=10000;\n"
+    assert "rate=5r/s" in snippet
+    return snippet.replace("rate=5r/s", f"rate={rate}r/s"), "limit_req zone=hub_spawns burst=10000;\n"
 
 
 def one_hub(kind: str, config: str, env: dict, students, password: str, nginx_host: str, gateway: str,
@@ -511,7 +511,7 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal", spawn_pacing: int = 10) -> dict:
+def run(quick: bool, students: int | None = None, hub_sqlite: str = "wal", spawn_pacing: int = 5) -> dict:
     from images.build import build_image
     from images.engine import DockerEngine
 

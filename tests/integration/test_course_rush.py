@@ -40,4 +40,4 @@ def test_quick_rush_readies_every_student_and_the_suites_children_run_at_lower_w
     assert result["plain"]["cpu_weight_seen"] == {
         "local_nice": {"0": HALF}, "local_autogroup_nice": {"0": HALF}, "container_cpu_shares": {"0": HALF}}
     assert result["p95_suite_over_plain"] > 0
-    assert result["spawn_pacing_per_s"] == 10  # examples/header-nginx/hub-spawn-pacing.conf, both hubs
+    assert result["spawn_pacing_per_s"] == 5  # examples/header-nginx/hub-spawn-pacing.conf, both hubs

@@ -15,7 +15,7 @@ import requests
 from tests.fixtures.nginx import Nginx
 
 PACING_SNIPPET = Path(__file__).resolve().parents[2] / "examples" / "header-nginx" / "hub-spawn-pacing.conf"
-RATE = 10  # the snippet's rate per second
+RATE = 5  # the snippet's rate per second
 
 
 class Recorder(BaseHTTPRequestHandler):
