@@ -44,22 +44,24 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(REPO))
     module = importlib.import_module(f"benchmarks.{args.name}")
     options = {}
-    if args.students is not None:
-        if "students" not in inspect.signature(module.run).parameters:
-            parser.error(f"{args.name} takes no --students")
-        if args.students < 2:
-            parser.error("--students must be at least 2 (half local processes, half containers)")
-        options["students"] = args.students
-    if args.hub_sqlite is not None:
-        if "hub_sqlite" not in inspect.signature(module.run).parameters:
-            parser.error(f"{args.name} takes no --hub-sqlite")
-        options["hub_sqlite"] = args.hub_sqlite
-    if args.spawn_pacing is not None:
-        if "spawn_pacing" not in inspect.signature(module.run).parameters:
-            parser.error(f"{args.name} takes no --spawn-pacing")
-        if args.spawn_pacing < 0:
-            parser.error("--spawn-pacing must be 0 (off) or a rate per second")
-        options["spawn_pacing"] = args.spawn_pacing
+    # option -> (its flag, what is wrong with a value or ""), for the benchmarks whose run() takes it
+    checks = {
+        "students": ("--students", lambda v: "" if v >= 2 else
+                     "--students must be at least 2 (half local processes, half containers)"),
+        "hub_sqlite": ("--hub-sqlite", lambda v: ""),
+        "spawn_pacing": ("--spawn-pacing", lambda v: "" if v >= 0 else
+                         "--spawn-pacing must be 0 (off) or a rate per second"),
+    }
+    accepted = inspect.signature(module.run).parameters
+    for name, (flag, problem) in checks.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name not in accepted:
+            parser.error(f"{args.name} takes no {flag}")
+        if problem(value):
+            parser.error(problem(value))
+        options[name] = value
     started = time.time()
     if args.soak:
         if not getattr(module, "SUPPORTS_SOAK", False):
