@@ -10,9 +10,8 @@ them). Standard library only (and :mod:`.json_file`): both the hub and the fleet
 from __future__ import annotations
 
 import os
-import time
 
-from .json_file import read_document, write_document
+from .json_file import read_document, utc_timestamp, write_document
 
 #: longest host text accepted (an address or address:port)
 MAX_HOST_LENGTH = 255
@@ -35,7 +34,7 @@ def set_drained(path: str | os.PathLike, host: str, actor: str, drained: bool) -
     one rename); return the drained hosts now. Blocking; callers serialise writes."""
     current = read_drained(path)
     if drained:
-        current[host] = {"by": actor, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        current[host] = {"by": actor, "time": utc_timestamp()}
     else:
         current.pop(host, None)
     write_document(path, "drained", current)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from .json_file import read_document, write_document
+from .json_file import read_document, utc_timestamp, write_document
 
 
 def read_extensions(path: str | os.PathLike) -> dict[str, dict]:
@@ -45,6 +45,6 @@ def set_extension(path: str | os.PathLike, server: str, session: float, deadline
     current = {s: e for s, e in read_extensions(path).items()
                if isinstance(e, dict) and isinstance(e.get("deadline"), (int, float)) and e["deadline"] > now - 86400}
     current[server] = {"session": session, "deadline": deadline, "by": actor,
-                       "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                       "time": utc_timestamp()}
     write_document(path, "extended", current)
     return current[server]

@@ -7,7 +7,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
+
+
+def utc_timestamp(when: float | None = None) -> str:
+    """``when`` (Unix time; default now) as the files' and records' ISO 8601 UTC text,
+    e.g. ``2026-12-03T09:02:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def read_document(path: str | os.PathLike, key: str, what: str) -> dict:

@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 
-from .json_file import read_document, write_document
+from .json_file import read_document, utc_timestamp, write_document
 
 #: longest notice text
 MAX_MESSAGE = 500
@@ -44,7 +44,7 @@ def add_notice(path: str | os.PathLike, message: str, servers: list[str], by: st
     notice_id = f"{int(now)}-{secrets.token_hex(3)}"
     current[notice_id] = {"message": message, "servers": sorted(servers),
                           "users": sorted({s.split("/", 1)[0] for s in servers}), "by": by,
-                          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), "until": until}
+                          "time": utc_timestamp(now), "until": until}
     write_document(path, "notices", current)
     return notice_id
 

@@ -51,6 +51,7 @@ from .choices import Choice, resolve_choice
 from .classes import TemplateError, spawner_class_for
 from .errors import SpawnException, failed, refused, user_facing
 from .extensions import extended_deadline, read_extensions
+from .json_file import utc_timestamp
 from .form import options_from_form as form_fields_to_options
 from .form import default_form_template, render_form
 from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
@@ -583,7 +584,7 @@ class MultipleSpawner(Spawner):
         the state after the failure, until the next start), with its template and provider:
         the fleet lists the server as ``failed`` with it."""
         record = self._record or {}
-        self._last_failure = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": message[:1000],
+        self._last_failure = {"time": utc_timestamp(), "message": message[:1000],
                               "template": record.get("template"),
                               "provider": (record.get("options") or {}).get("provider")}
 
@@ -732,7 +733,7 @@ class MultipleSpawner(Spawner):
             until = extended_deadline(extensions, f"{self.user.name}/{self.name}", self._deadline)
             if until is not None and until > time.time():
                 self.log.info("Session of %s extended until %s", self._log_name,
-                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until)))
+                              utc_timestamp(until))
                 self._extended_until = until
                 self._schedule_expiry()
                 return False

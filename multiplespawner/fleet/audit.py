@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
+
+from ..json_file import utc_timestamp
 
 
 class AuditLog:
@@ -24,7 +25,7 @@ class AuditLog:
 
     def append(self, record: dict) -> dict:
         """Write ``record`` with ``time`` (ISO 8601, UTC) added; return what was written."""
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
+        record = {"time": utc_timestamp(), **record}
         line = json.dumps(record, sort_keys=True) + "\n"
         with self._lock:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
