@@ -14,7 +14,7 @@ REPO = HERE.parent
 
 
 #: modules of this package that are not benchmarks
-HELPERS = ("__init__", "__main__", "common", "hub_probe")
+HELPERS = ("__init__", "__main__", "common", "hub_probe", "hub_sampler")
 
 
 def available() -> list[str]:
@@ -39,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--spawn-pacing", type=int, metavar="RATE",
                         help="course_rush: spawn requests nginx lets through per second, as "
                              "examples/header-nginx/hub-spawn-pacing.conf does (default 5); 0: not paced")
+    parser.add_argument("--profile-hub", action="store_const", const=True,
+                        help="fleet: sample the hub's event-loop thread during the bulk stop and report "
+                             "where its time went (benchmarks/hub_sampler.py)")
     args = parser.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -49,6 +52,7 @@ def main(argv=None) -> int:
         "students": ("--students", lambda v: "" if v >= 2 else
                      "--students must be at least 2 (half local processes, half containers)"),
         "hub_sqlite": ("--hub-sqlite", lambda v: ""),
+        "profile_hub": ("--profile-hub", lambda v: ""),
         "spawn_pacing": ("--spawn-pacing", lambda v: "" if v >= 0 else
                          "--spawn-pacing must be 0 (off) or a rate per second"),
     }

@@ -1,8 +1,10 @@
 """Helpers shared by the benchmarks: statistics, event-loop stall measurement, plotting."""
 
 import asyncio
+import os
 import statistics
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -17,6 +19,20 @@ def percentile(values, p: float) -> float:
     k = (len(data) - 1) * p / 100
     lo, hi = int(k), min(int(k) + 1, len(data) - 1)
     return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) that process ``pid`` has used itself, and that its children
+    used which it has already waited for (``/proc/PID/stat`` utime+stime, cutime+cstime).
+    A process that has exited answers (0.0, 0.0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    # after the command name: field 3 is the state, so utime..cstime (fields 14-17) are [11:15]
+    utime, stime, cutime, cstime = (int(v) / tick for v in fields[11:15])
+    return utime + stime, cutime + cstime
 
 
 def summary(values) -> dict:
