@@ -677,7 +677,12 @@ class MultipleSpawner(Spawner):
     async def stop(self, now=False):
         """Stop the child (if its start began, here or before a hub restart), the session
         timer, the machine and the quota place. A spawn refused or cancelled before the child's
-        start (over quota, in line) has nothing of the child's to stop."""
+        start (over quota, in line) has nothing of the child's to stop. Called by the hub while
+        it waits for the started server to answer, it means the hub gave up on it
+        (``http_timeout``): recorded as this start's failure."""
+        if self._waiting_for_response:
+            self._record_failure(f"The notebook server started but did not answer within {self.http_timeout} "
+                                 "seconds (http_timeout)")
         self._cancel_expiry()
         try:
             if self.child is not None and self._child_start_begun:  # else nothing of the child runs

@@ -252,6 +252,19 @@ def test_a_server_whose_start_failed_is_listed_failed_with_the_reason(fleet):
     assert names(call(base, tokens["ta"], "GET", "servers", params={"state": "running"})) == []
 
 
+def test_a_server_the_hub_gave_up_on_is_listed_failed_with_the_http_timeout(fleet):
+    """course-a-silent's process runs but never answers: the hub stops it after http_timeout
+    (3 s), and the fleet lists it failed with that reason."""
+    hub, base, tokens, _ = fleet
+    r = hub.api("POST", "/users/erin/servers/silent", json={"template": "course-a-silent"})
+    assert r.status_code in (202, 500), r.text
+    wait_until(lambda: hub.server_model("erin", "silent") is None, timeout=60, message="the hub gave up")
+    rows = [r for r in call(base, tokens["ta"], "GET", "servers", params={"state": "failed"}).json()["servers"]
+            if r["server"] == "erin/silent"]
+    assert [(r["state"], r["template"]) for r in rows] == [("failed", "course-a-silent")], rows
+    assert "did not answer within 3 seconds (http_timeout)" in rows[0]["failure"]["message"], rows
+
+
 def test_a_session_extended_outlives_its_deadline_and_one_past_the_maximum_is_refused(fleet):
     """course-a-short: 6 s sessions, at most 15 s. Extended by 6 s, the server outlives its
     own deadline (and the expiry timer's grace), then ends at the new one."""
@@ -383,6 +396,7 @@ def test_fuzz_every_route_answers_4xx_with_a_message_never_5xx(fleet):
     an audit line) and before the drain test, whose hosts it never names."""
     hub, base, tokens, _ = fleet
     statuses = {}
+    log_before = len(hub.log_text())  # earlier tests' hub-side failures are not the fuzz's
 
     def send(who, route, body, query, as_json):
         if route in ("list", "audit"):
@@ -403,7 +417,7 @@ def test_fuzz_every_route_answers_4xx_with_a_message_never_5xx(fleet):
             assert r.json()["message"], r.text
 
     check()
-    log = hub.log_text()
+    log = hub.log_text()[log_before:]
     assert "Traceback" not in log and "Uncaught exception" not in log, log[-4000:]
     assert statuses.get(400, 0) > 20 and statuses.get(403, 0) > 10 and statuses.get(200, 0) > 5, statuses
 
