@@ -24,7 +24,7 @@ run_packages=(python3 python3-venv python3-dev gcc ca-certificates sudo passwd p
 command -v npm >/dev/null || run_packages+=(nodejs npm)
 test_packages=(slapd ldap-utils openssh-server openssh-client nginx-light docker.io chromium
     debootstrap qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev pkg-config genisoimage
-    iproute2 curl git munge slurm-wlm slurm-client prometheus)
+    iproute2 curl git munge slurm-wlm slurm-client prometheus sshfs fuse3)
 
 packages=("${run_packages[@]}")
 [ "$profile" = test ] && packages+=("${test_packages[@]}")

@@ -73,6 +73,8 @@ assert "container" in asyncio.run(source.get()).templates  # names dockerspawner
                  id="fleet"),
     pytest.param("import multiplespawner.drain, multiplespawner.extensions, multiplespawner.notices", HUB_FILES | {"multiplespawner"},
                  id="hub-files"),
+    pytest.param("import multiplespawner.mounts.sshfs",
+                 {"multiplespawner", "multiplespawner.mounts", "multiplespawner.mounts.sshfs"}, id="mounts"),
     pytest.param("import multiplespawner.fleet.cli", {"multiplespawner", "multiplespawner.fleet",
                                                       "multiplespawner.fleet.cli"}, id="fleet-cli"),
     pytest.param("import multiplespawner.machines",
