@@ -9,7 +9,9 @@ Measured in one run, everything on loopback, bounded in bytes, round trips and t
   connection, p50/p95 for direct loopback, ``ssh -L`` and our tunnel;
 * scale (reference: the same loop's stall with no tunnel, measured first): N tunnels (one SSH connection with a local and a remote forward each, as the spawner
   keeps per server) in one event loop: memory per tunnel, longest event-loop stall while
-  opening them, while idle with keepalives, and while all N carry a round trip at once;
+  opening them, while idle with keepalives, and while all N carry a round trip at once; that
+  burst's stall again with the tunnels' channel pacing and without it (the reference),
+  alternating, 3 rounds each (``--quick``: 1);
   OpenSSH reference: memory (PSS) per ``ssh -N -L`` process.
 
 The tunnel under test runs in a child process (as it runs inside the hub), so the load
@@ -20,6 +22,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,6 +245,30 @@ async def _many_tunnels(target_kwargs, n, echo_port, hub_like_port):
     }
 
 
+PACING_ROUNDS = 3
+
+
+def _burst_stalls(target, n, echo, rounds) -> dict:
+    """The longest loop stall while all ``n`` tunnels carry a new connection at once, with the
+    tunnels' channel pacing (``cloudsshspawner.tunnel.CHANNELS_PER_PASS``) and without it (the
+    reference: every accepted connection opens its channel at once), alternating, ``rounds``
+    each; each sample is a fresh set of ``n`` tunnels in a fresh event loop."""
+    from cloudsshspawner import tunnel
+
+    per_pass = tunnel.CHANNELS_PER_PASS
+    stalls = {"paced": [], "unpaced": []}
+    try:
+        for i in range(rounds):
+            for mode in ("unpaced", "paced") if i % 2 == 0 else ("paced", "unpaced"):
+                tunnel.CHANNELS_PER_PASS = per_pass if mode == "paced" else 1 << 30
+                tunnel._PACERS.clear()
+                stalls[mode].append(asyncio.run(_many_tunnels(target, n, echo, echo))["max_stall_ms"]["all_busy"])
+    finally:
+        tunnel.CHANNELS_PER_PASS = per_pass
+        tunnel._PACERS.clear()
+    return {"channels_per_pass": per_pass, **stalls}
+
+
 def run(quick: bool) -> dict:
     total = (32 if quick else 256) << 20
     reps = 1 if quick else 3
@@ -292,6 +319,7 @@ def run(quick: bool) -> dict:
                 latency[name]["added_" + k] = round(latency[name][k] - latency["direct"][k], 1)
 
         scale = asyncio.run(_many_tunnels(target, n_tunnels, echo, echo))
+        scale["burst_stall_ms_paced_vs_unpaced"] = _burst_stalls(target, n_tunnels, echo, PACING_ROUNDS if not quick else 1)
         for _ in range(n_openssh_procs):
             extra.append(_openssh(sshd, key, known, [(free_port(), echo)]))
         time.sleep(1)
@@ -339,6 +367,9 @@ def plot(result: dict, path: Path) -> None:
             [s["kib_per_tunnel"], s["openssh_kib_per_process_pss"]], color=["C1", "C0"])
     ax3.set_ylabel("KiB per tunnel")
     stalls = s["max_stall_ms"]
+    burst = s["burst_stall_ms_paced_vs_unpaced"]
     ax3.set_title(f"{s['n']} tunnels: idle stall {stalls['idle_keepalives']} ms"
-                  f" (no tunnels: {stalls['baseline_no_tunnels']} ms)")
+                  f" (no tunnels: {stalls['baseline_no_tunnels']} ms)\nburst of {s['n']} new connections:"
+                  f" stall {statistics.median(burst['paced'])} ms paced,"
+                  f" {statistics.median(burst['unpaced'])} ms unpaced (medians)")
     save(fig, path)

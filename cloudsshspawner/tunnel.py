@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import weakref
 from dataclasses import dataclass, field
 
 import asyncssh
@@ -21,6 +22,59 @@ from .metrics import TUNNEL_RECONNECTS
 # what opening a listener raises when its port is taken (hub side: OSError; machine side: sshd
 # refuses, which asyncssh reports as ChannelListenError, not an asyncssh.Error)
 _BIND_ERRORS = (OSError, asyncssh.Error, asyncssh.ChannelListenError)
+
+
+#: new forwarded connections that may open their SSH channel in one pass of the event loop
+#: (see :class:`_ChannelPacer`)
+CHANNELS_PER_PASS = 8
+
+
+class _ChannelPacer:
+    """Spreads a burst of new forwarded connections over passes of the event loop.
+
+    When many clients connect through many tunnels in the same instant (a class's browsers
+    reconnecting, a proxy retrying), their accept callbacks all become ready in one pass of the
+    event loop, and each then opens an SSH channel and handles the replies, pass after pass:
+    the loop runs them back to back and nothing else (another user's request, a keepalive) gets
+    a turn until the whole burst is through. :meth:`admit` (the local forwards'
+    ``accept_handler``) lets at most ``per_pass`` connections proceed per pass; the others
+    wait for the next pass, so other callbacks run in between. One pacer per event loop, shared
+    by every tunnel of that loop; a connection is never refused.
+    """
+
+    def __init__(self, per_pass: int):
+        self.per_pass = per_pass
+        self._admitted = 0
+        self._next_pass: asyncio.Future | None = None
+
+    def _new_pass(self) -> None:
+        self._admitted = 0
+        if self._next_pass is not None:
+            self._next_pass.set_result(None)
+            self._next_pass = None
+
+    async def admit(self, *_client) -> bool:
+        loop = asyncio.get_running_loop()
+        while self._admitted >= self.per_pass:
+            if self._next_pass is None:
+                self._next_pass = loop.create_future()
+            await asyncio.shield(self._next_pass)
+        if self._admitted == 0:
+            loop.call_soon(self._new_pass)  # runs in the next pass, after what is ready now
+        self._admitted += 1
+        return True
+
+
+_PACERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ChannelPacer]" = weakref.WeakKeyDictionary()
+
+
+def _channel_pacer() -> _ChannelPacer:
+    """The pacer of the running event loop (made at first use)."""
+    loop = asyncio.get_running_loop()
+    pacer = _PACERS.get(loop)
+    if pacer is None:
+        pacer = _PACERS[loop] = _ChannelPacer(CHANNELS_PER_PASS)
+    return pacer
 
 
 class HostKeyError(Exception):
@@ -322,7 +376,8 @@ class SSHTunnel:
     # -- forwards --------------------------------------------------------------------------
     async def _listen(self, conn, fwd: _Forward, port: int):
         if fwd.kind == "local":
-            return await conn.forward_local_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port)
+            return await conn.forward_local_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port,
+                                                 accept_handler=_channel_pacer().admit)
         return await conn.forward_remote_port("127.0.0.1", port, fwd.dest_host, fwd.dest_port)
 
     async def _bind(self, conn, fwd: _Forward):

@@ -67,6 +67,9 @@ def check_ssh_tunnel(data: dict) -> None:
     scale = data["scale"]
     assert scale["n"] == 20 and scale["kib_per_tunnel"] > 0 and scale["openssh_kib_per_process_pss"] > 0, scale
     assert {"idle_keepalives", "baseline_no_tunnels"} <= set(scale["max_stall_ms"]), scale
+    burst = scale["burst_stall_ms_paced_vs_unpaced"]
+    assert burst["channels_per_pass"] > 0 and len(burst["paced"]) == len(burst["unpaced"]) == 1, burst
+    assert all(ms >= 0 for ms in burst["paced"] + burst["unpaced"]), burst
 
 
 def check_ldap_hooks(data: dict) -> None:
