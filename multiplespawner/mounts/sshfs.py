@@ -684,6 +684,10 @@ async def mount(source: SFTPSource, target: Path | str, *, key_pem: str, known_h
                 raise MountError(f"{what} failed: {await _timeout_cause(private, timeout)}")
             await asyncio.sleep(0.05)
         problem = await _probe(real_target, runner, max(0.5, deadline - time.monotonic()))
+        if problem is None and (m._sshfs.returncode is not None or not m.mounted()):
+            # sshfs gave up (e.g. the connection was refused) and its mount went away before
+            # the probe ran: the probe then answered from the bare directory underneath
+            problem = "sshfs exited before the file system answered"
         if problem is not None:
             # let sshfs finish writing why (it exits when the first connection fails)
             with contextlib.suppress(asyncio.TimeoutError):
