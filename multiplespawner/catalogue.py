@@ -558,6 +558,45 @@ def _quota_problems(spec: dict, filename: str, path: list) -> list[Problem]:
     return problems
 
 
+_MOUNT_TARGET_RULE = ("must be a relative path inside the notebook user's home "
+                      "(not absolute, no '.' or '..', no control characters, backslashes, ':' or ',')")
+
+
+def mount_target_parts(target) -> tuple[str, ...]:
+    """The parts of a mount's ``target``: a relative path inside the notebook user's home (not
+    absolute, no ``..`` or ``.`` parts, no control characters, ``\\``, ``:`` or ``,``: Docker's
+    volume syntax). Raises ValueError saying so otherwise."""
+    parts = tuple(p for p in target.split("/") if p) if isinstance(target, str) else ()
+    if (not parts or target.startswith("/") or any(p in (".", "..") for p in parts)
+            or re.search(r"[\x00-\x1f\x7f\\:,]", target)):
+        raise ValueError(f"the mount target {_MOUNT_TARGET_RULE}")
+    return parts
+
+
+def _mounts_problems(spec: dict, filename: str, path: list) -> list[Problem]:
+    """Each mount's ``target`` passes :func:`mount_target_parts`, targets are distinct and none
+    lies inside another; the source's placeholders are known."""
+    problems = []
+    seen: list[tuple[str, ...]] = []
+    for i, entry in enumerate(spec.get("mounts", [])):
+        where = path + ["mounts", i]
+        problems += _placeholder_problems(entry.get("source", {}), filename, where + ["source"])
+        target = entry["target"]
+        try:
+            parts = mount_target_parts(target)
+        except ValueError:
+            problems.append(Problem(filename, _json_path(where + ["target"]), _MOUNT_TARGET_RULE))
+            continue
+        for other in seen:
+            shorter = min(len(other), len(parts))
+            if other[:shorter] == parts[:shorter]:
+                problems.append(Problem(filename, _json_path(where + ["target"]),
+                                        f"{target!r} is the target of another mount or overlaps it"))
+                break
+        seen.append(parts)
+    return problems
+
+
 def _jinja_problems(value: Any, filename: str, path: list) -> list[Problem]:
     if isinstance(value, str):
         if _JINJA_RE.search(value):
@@ -580,7 +619,8 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
     and is a concrete Spawner; a process that never spawns passes
     :func:`~multiplespawner.classes.locate_spawner_class`: found, not imported), configurer
     options choose no hub paths and hold no Jinja, a ``quota`` is coherent (``per: group``
-    with ``access.groups``; ``queue``, ``per`` and ``queue_timeout`` with ``running``).
+    with ``access.groups``; ``queue``, ``per`` and ``queue_timeout`` with ``running``), ``mounts``
+    have relative, distinct targets inside the user's home and known placeholders.
     Raises :class:`CatalogueError` listing every problem.
     """
     problems: list[Problem] = []
@@ -625,6 +665,7 @@ def build_catalogue(documents: list[Document], policy: CataloguePolicy = DEFAULT
             problems += _spawner_class_problems(spec, filename, path, policy, check_class)
             problems += _configurer_problems(spec, filename, path, policy)
             problems += _quota_problems(spec, filename, path)
+            problems += _mounts_problems(spec, filename, path)
             problems += _placeholder_problems(spec.get("environment", {}), filename, path + ["environment"])
             templates[name] = Template(spec, filename)
             sources[name] = filename

@@ -31,6 +31,7 @@ FAILURE_REASONS = frozenset({
     "capacity", "quota", "queue_timeout",  # no place: full pool, quota, gave up waiting in line
     "machine_create", "machine_wait", "machine_configure", "machine_start",  # machine phases
     "start_failed", "timeout",  # the child's start
+    "mount_failed",  # a required storage mount of the template (docs/mounts.md)
     "ldap_user_data", "ldap_unavailable", "ldap_busy", "ldap_error",  # ldap_hooks' pre-spawn hook
     "cancelled",  # the spawn was cancelled (user stopped it while pending, hub's start_timeout)
     "error",  # an exception that is no SpawnException (a bug, or an operator's hook)

@@ -12,7 +12,9 @@ The life of one server:
    (admission.py), still before ``pre_spawn_hook``.
 2. :meth:`start` hands the environment (including what ``pre_spawn_hook`` added) to the child
    and starts it within the child's ``start_timeout``; a failure or timeout becomes a
-   ``SpawnException`` naming the step and the reason. The session deadline is set when the
+   ``SpawnException`` naming the step and the reason. A container template's ``mounts`` are
+   mounted on the hub host first and bound into the container (docs/mounts.md); they are
+   unmounted when a later step fails and on stop. The session deadline is set when the
    child is up.
 3. ``poll``/``stop``/``progress``/``delete_forever`` are forwarded to the child. ``poll`` and a
    timer stop the server when its session runs out.
@@ -24,8 +26,10 @@ The life of one server:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
+from pathlib import Path
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import maybe_future, recursive_update
@@ -56,6 +60,7 @@ from .form import options_from_form as form_fields_to_options
 from .form import default_form_template, render_form
 from .machines import MACHINE_RESOURCE_TYPES, POOL, MachineOrchestrator, lease_for, lease_from_record, lease_record, reap_once
 from .metrics import NO_TEMPLATE, counts_failures, observe_phase
+from .mounts.server import MountFailed, PlanError, mount_all, mounts_from_state, mounts_to_state, plan, unmount_all
 from .prerequisites import Prerequisites
 
 _PREREQUISITES = Prerequisites()
@@ -215,6 +220,43 @@ class MultipleSpawner(Spawner):
         """,
     ).tag(config=True)
 
+    mounts_runtime_dir = Unicode(
+        "/run/jupyterhub-multiplespawner/mounts",
+        help="""Where the storage mounts of a template's ``mounts`` are made on the hub host: one
+        root-owned 0700 directory per server (named by a hash of user and server name), each
+        mount at ``<that directory>/<index>``. Made when needed; the hub runs as root to mount.
+        See docs/mounts.md.""",
+    ).tag(config=True)
+
+    mount_timeout = Float(
+        30.0,
+        help="""Seconds one storage mount may take (from its ssh-agent's start to the file system
+        answering) before it counts as failed.""",
+    ).tag(config=True)
+
+    container_home = Unicode(
+        "/home/jovyan",
+        help="""The notebook user's home inside container notebooks (DockerSpawner children):
+        a template's ``mounts`` appear at ``<container_home>/<target>``. The default is the home
+        of the Jupyter Docker Stacks' user and of the suite's notebook image.""",
+    ).tag(config=True)
+
+    container_uid = Integer(
+        1000,
+        min=0,
+        help="""The uid that storage mounts of container notebooks show as their files' owner:
+        the container user's (the Jupyter Docker Stacks' and the suite's notebook image's
+        jovyan is 1000). Mounts allow other users, and the kernel checks the files' modes
+        against this owner.""",
+    ).tag(config=True)
+
+    container_gid = Integer(
+        100,
+        min=0,
+        help="""The gid that storage mounts of container notebooks show as their files' group
+        (the Jupyter Docker Stacks' ``users`` group is 100).""",
+    ).tag(config=True)
+
     # ---- state kept in memory (persisted through get_state/load_state) ----------------
     child = None  # the child Spawner of the current server, if any
     machine = None  # the MachineLease of a bare_metal/virtual_machine server (see machines.py)
@@ -228,6 +270,9 @@ class MultipleSpawner(Spawner):
     _waiting: dict | None = None  # the spawn waits in line: template and since when (see _in_line)
     _notice: str | None = None  # for the user's next spawn form (a place in line lost to a restart)
     quota_place: Place | None = None  # the quota place this server holds (see admission.py)
+    _mount_input: tuple | None = None  # (the template's mounts, placeholder values) for _start
+    _mounts: list | None = None  # the storage mounts made for this server (mounts.server.Made)
+    _mounts_dir: Path | None = None  # their per-server directory on the hub host
 
     def __init__(self, **kwargs):
         self._events = ProgressEvents()
@@ -388,6 +433,12 @@ class MultipleSpawner(Spawner):
         except TemplateError as e:
             self.log.error("Template %s (catalogue %s): %s", t.name, t.version, e)
             raise failed(f"Template {t.name!r} cannot be used: {e}", "template_error") from e
+        self._mount_input = None
+        if t.spec.get("mounts"):
+            if t.spec["resource_type"] != "container" or not adapter.supports_mounts:
+                raise refused(f"Template {t.display_name!r} cannot be used: mounts are supported "
+                              "for container templates only so far")
+            self._mount_input = (t.spec["mounts"], values)
         kwargs = resolve_placeholders(t.spawner_kwargs, values, reformatted=adapter.reformatted_kwargs)
         _check_braces_for_templating(cls, t, values)
         kwargs.update(mapped)
@@ -604,8 +655,14 @@ class MultipleSpawner(Spawner):
             record["child_kwargs"].update(traits)
             for name, value in traits.items():
                 setattr(self.child, name, value)
-        self._event(30, f"Starting {type(self.child).__name__}")
-        await adapter_for(type(self.child)).before_start(self, self.child)
+        try:
+            if self._mount_input is not None:
+                await self._mount_storage()
+            self._event(30, f"Starting {type(self.child).__name__}")
+            await adapter_for(type(self.child)).before_start(self, self.child)
+        except BaseException:
+            await self._unmount_storage()
+            raise
         self._child_start_begun = True
         self._events.finish()  # our own phase is over: progress() goes on with the child's events
         began = time.monotonic()
@@ -614,6 +671,7 @@ class MultipleSpawner(Spawner):
         except BaseException as e:
             if self.machine is not None:
                 await self.machine.start_failed(e)  # releases the machine, names the step
+            await self._unmount_storage()
             if isinstance(e, (asyncio.CancelledError, SpawnException)):
                 raise
             raise self._start_error(e) from e
@@ -624,6 +682,51 @@ class MultipleSpawner(Spawner):
             self._schedule_expiry()
         self._last_child = {k: record[k] for k in ("child_class", "child_kwargs")}
         return url
+
+    # ---- storage mounts ----------------------------------------------------------------
+    @property
+    def _mount_key(self) -> str:
+        """Names this server's mount directory and markers (user and server names may hold
+        any character; the hash holds none that needs care)."""
+        return hashlib.sha256(f"{self.user.name}\0{self.name}".encode()).hexdigest()[:16]
+
+    async def _mount_storage(self) -> None:
+        """Mount the template's ``mounts`` on the hub host (docs/mounts.md) with the key and
+        pinned host key from the user's auth_state and hand them to the child as bind mounts.
+        A required mount that cannot be made fails the spawn (500) naming the mount and the
+        cause, after unmounting what was made; one that is not required is skipped, and the
+        progress page says why."""
+        specs, values = self._mount_input
+        template = self._record["template"]
+        auth_state = await self.user.get_auth_state()
+        try:
+            planned = plan(specs, values, auth_state)
+        except PlanError as e:
+            raise failed(str(e), "mount_failed",
+                         log_message=f"{self._log_name}: template {template!r}: {e}") from None
+        server_dir = Path(self.mounts_runtime_dir) / self._mount_key
+        self._mounts_dir = server_dir  # from now on stop() removes it
+        self._mounts = []
+        try:
+            made = await mount_all(planned, server_dir, f"ms-{self._mount_key}-", self.container_uid,
+                                   self.container_gid, lambda message: self._event(20, message),
+                                   timeout=self.mount_timeout)
+        except MountFailed as e:
+            raise failed(str(e), "mount_failed",
+                         log_message=f"{self._log_name}: template {template!r}: {e}") from None
+        self._mounts = made
+        binds = [(str(m.host_path), m.target, m.readonly) for m in made]
+        adapter_for(type(self.child)).bind_mounts(self.child, binds, self.container_home)
+
+    async def _unmount_storage(self) -> None:
+        """Unmount this server's storage mounts and remove their directory (idempotent)."""
+        if self._mounts_dir is None and not self._mounts:
+            return
+        problems = await unmount_all(self._mounts or [], self._mounts_dir)
+        for problem in problems:
+            self.log.error("%s: unmounting storage failed: %s", self._log_name, problem)
+        if not problems:  # else they stay in the state, and the next stop tries again
+            self._mounts, self._mounts_dir = None, None
 
     async def _start_child(self):
         """``child.start()`` (through its adapter's :meth:`~.children.ChildAdapter.start`) within the
@@ -672,11 +775,12 @@ class MultipleSpawner(Spawner):
             admission_for(self.user).release(self)  # the hub calls no stop() for a server found gone
             if self.machine is not None:
                 await self.machine.release()
+            await self._unmount_storage()
         return status
 
     async def stop(self, now=False):
         """Stop the child (if its start began, here or before a hub restart), the session
-        timer, the machine and the quota place. A spawn refused or cancelled before the child's
+        timer, the storage mounts, the machine and the quota place. A spawn refused or cancelled before the child's
         start (over quota, in line) has nothing of the child's to stop. Called by the hub while
         it waits for the started server to answer, it means the hub gave up on it
         (``http_timeout``): recorded as this start's failure."""
@@ -688,9 +792,12 @@ class MultipleSpawner(Spawner):
             if self.child is not None and self._child_start_begun:  # else nothing of the child runs
                 await maybe_future(self.child.stop(now=now))
         finally:
-            if self.machine is not None:
-                await self.machine.release()
-            admission_for(self.user).release(self)
+            try:
+                await self._unmount_storage()
+            finally:
+                if self.machine is not None:
+                    await self.machine.release()
+                admission_for(self.user).release(self)
         self._deadline = None
         self._extended_until = None
 
@@ -759,6 +866,8 @@ class MultipleSpawner(Spawner):
             state["notice"] = self._notice
         if self._last_failure is not None:
             state["last_failure"] = self._last_failure
+        if self._mounts_dir is not None:
+            state["mounts"] = mounts_to_state(self._mounts or [], self._mounts_dir)
         return state
 
     def load_state(self, state):
@@ -768,6 +877,8 @@ class MultipleSpawner(Spawner):
         waiting = state.get("waiting")
         self._notice = lost_place_notice(waiting) if isinstance(waiting, dict) else state.get("notice")
         self._last_failure = state.get("last_failure")
+        if state.get("mounts"):
+            self._mounts, self._mounts_dir = mounts_from_state(state["mounts"])
         record = state.get("multiple")
         if not record:
             return

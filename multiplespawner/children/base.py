@@ -94,6 +94,16 @@ class ChildAdapter:
         """Run by MultipleSpawner ``spawner`` right before ``child.start()`` (after the machine
         of a machine-backed template is ready). This class: nothing."""
 
+    #: whether :meth:`bind_mounts` can show directories of the hub host inside this child's
+    #: notebook (a template's ``mounts``, see docs/mounts.md); others refuse such templates
+    supports_mounts: ClassVar[bool] = False
+
+    def bind_mounts(self, child: Spawner, binds: list[tuple[str, str, bool]], home: str) -> None:
+        """Make each ``(hub host path, path relative to the notebook user's home, read-only)``
+        of ``binds`` appear in ``child``'s notebook at ``<home>/<relative path>`` (set before
+        ``start``). This class: not possible (see :attr:`supports_mounts`)."""
+        raise NotImplementedError(f"{self.cls.__name__} cannot show the hub host's directories")
+
     def lower_cpu_weight(self, child: Spawner, weight: CpuWeight) -> None:
         """Make ``child`` start its notebook at ``weight`` (set before ``start``).
 

@@ -1,5 +1,6 @@
 """DockerSpawner children: CPU and memory limits on the container, GPUs as a device request,
-and a lower CPU weight (``cpu_shares``) than the default unless the template sets one."""
+a lower CPU weight (``cpu_shares``) than the default unless the template sets one, and a
+template's storage mounts as bind volumes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ class DockerAdapter(ChildAdapter):
             extra["device_requests"] = [{"Driver": "", "Count": int(gpus), "Capabilities": [["gpu"]]}]
             kwargs["extra_host_config"] = extra
         return kwargs
+
+    supports_mounts = True
+
+    def bind_mounts(self, child, binds, home: str) -> None:
+        """Each host path becomes a bind volume (``{host: {"bind": <home>/<path>, "mode": "ro"
+        or "rw"}}``) added to the child's ``volumes``; braces are doubled because DockerSpawner
+        formats both sides again."""
+        def literal(text: str) -> str:
+            return text.replace("{", "{{").replace("}", "}}")
+
+        volumes = dict(child.volumes)
+        for host, relative, readonly in binds:
+            volumes[literal(host)] = {"bind": literal(f"{home.rstrip('/')}/{relative}"),
+                                      "mode": "ro" if readonly else "rw"}
+        child.volumes = volumes
 
     def failure_reason(self, child, error) -> str | None:
         """A Docker engine that did not answer within the client's timeout

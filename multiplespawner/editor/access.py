@@ -22,11 +22,12 @@ still come from the operator's allow-lists, which the catalogue enforces for eve
                        ``per: group`` turned into ``per: template``; ``queue`` and
                        ``queue_timeout`` freely. Never removed or raised.
 everything else        (``spawner.class``, other kwargs, ``configurer``, ``authenticator``,
-                       ``resource_type``, ``providers``, ``requires``): unscoped editors only
+                       ``resource_type``, ``providers``, ``requires``, ``mounts``): unscoped
+                       editors only
 =====================  ====================================================================
 
 A course editor creates a template as a copy of one of theirs: its ``resource_type``,
-``providers``, ``requires``, ``spawner``, ``configurer`` and ``authenticator`` must equal those
+``providers``, ``requires``, ``spawner``, ``configurer``, ``authenticator`` and ``mounts`` must equal those
 of a template they may edit, and every other field is checked as a change from that template's
 ``access`` and ``quota`` (and from nothing else); a template with a ``quota`` cannot be copied
 by a course editor, since each template's places are its own and a copy would add places.
@@ -45,7 +46,7 @@ _GROUP_FILTER = f"{EDIT_SCOPE}!group="
 #: fields a course editor may change without further checks
 _FREE_FIELDS = ("name", "display_name", "description", "enabled")
 #: fields only unrestricted editors may change; a course editor's new template copies them
-_COPIED_FIELDS = ("resource_type", "providers", "requires", "spawner", "configurer", "authenticator")
+_COPIED_FIELDS = ("resource_type", "providers", "requires", "spawner", "configurer", "authenticator", "mounts")
 
 
 @dataclass(frozen=True)

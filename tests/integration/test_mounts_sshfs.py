@@ -32,6 +32,7 @@ from multiplespawner.mounts.sshfs import (
     mount,
     unmount_path,
 )
+from tests.fixtures.procs import running
 from tests.fixtures.sshd import make_client_key
 
 
@@ -54,14 +55,6 @@ def key_fragments(pem: str) -> list[bytes]:
     lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
     assert len(lines) >= 4
     return [line.encode() for line in lines[1:-1]]
-
-
-def running(pid) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def ssh_of(m: Mount) -> list[int]:
