@@ -747,17 +747,19 @@ class MultipleSpawner(Spawner):
 
     def _start_error(self, error: BaseException) -> SpawnException:
         """What the user sees when the child of a local/container template fails to start:
-        ``The start step failed: <child class>: <why>`` (the machine path words it the same)."""
+        ``The start step failed: <child class>: <why>`` (the machine path words it the same).
+        The hub's log line has the error itself, after the service its adapter names for it."""
         child = type(self.child).__name__
         named = adapter_for(type(self.child)).failure_reason(self.child, error)
         reason = named or str(error).strip() or type(error).__name__
         if child not in reason:
             reason = f"{child}: {reason}"
         template = self._record["template"]
+        because = f" ({named})" if named else ""
         return failed(
             f"The start step failed: {reason}",
             "timeout" if isinstance(error, TimeoutError) else "start_failed",
-            log_message=f"{self._log_name}: template {template!r}: {child}.start failed: {error!r}",
+            log_message=f"{self._log_name}: template {template!r}: {child}.start failed{because}: {error!r}",
         )
 
     async def poll(self):

@@ -37,3 +37,17 @@ def test_batch_failures_name_the_batch_system():
     error = RuntimeError("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation")
     assert adapter.failure_reason(child, error) == f"SLURM could not take the job: {error}"
     assert adapter.failure_reason(child, ValueError("not the batch system's")) is None
+
+
+def test_the_hubs_log_line_names_the_service_beside_the_error():
+    """The user's message and the hub's log line (JupyterHub logs the latter, which is all a
+    client sees when the spawn ended before its progress stream opened) both name the engine."""
+    from multiplespawner.spawner import MultipleSpawner
+
+    error = requests.ConnectionError("('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))")
+    child = DockerSpawner.__new__(DockerSpawner)
+    child.__dict__["client"] = SimpleNamespace(timeout=5)
+    spawner = SimpleNamespace(child=child, _record={"template": "box"}, _log_name="ada:")
+    e = MultipleSpawner._start_error(spawner, error)
+    assert "Docker engine is not reachable" in e.message
+    assert "Docker engine is not reachable" in e.log_message and "FileNotFoundError" in e.log_message
